@@ -1,0 +1,125 @@
+"""Prune a dense model and measure the result: the one path the CLI and the app share.
+
+The dense model is never modified: pruned weights are built as a separate tensor dict and the
+model is evaluated through ``torch.func.functional_call``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from pruning.data import Dataset
+from pruning.experiment import Experiment, train_dense
+from pruning.masks import Mask
+from pruning.methods import PruneContext, get_method
+from pruning.metrics import ModelStats, model_stats
+from pruning.selection import check_sparsity
+from pruning.train import Evaluation, Progress, evaluate
+
+
+@dataclass
+class PruneResult:
+    method: str
+    settings: dict[str, Any]
+    target_sparsity: float
+    mask: Mask
+    pruned_tensors: dict[str, torch.Tensor]  # parameters and buffers, pruned weights exactly 0
+    stats: ModelStats
+    pruned: Evaluation
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def pruned_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """A plain state_dict (keys as ``model.state_dict()``) of the pruned model."""
+        return {name: self.pruned_tensors.get(name, tensor).detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def prune_model(
+    model: nn.Module,
+    data: Dataset,
+    method_name: str,
+    sparsity: float,
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> PruneResult:
+    """Prune ``model`` (left untouched) with a registry method and evaluate it on the test split."""
+    started = time.perf_counter()
+    method = get_method(method_name)
+    settings = method.settings(overrides)
+    sparsity = check_sparsity(sparsity)
+    outcome = method.prune(model, sparsity, settings, PruneContext(data=data, seed=seed))
+    tensors = dict(model.named_parameters())
+    tensors.update(model.named_buffers())
+    tensors.update(outcome.state_dict or {})
+    for name, keep in outcome.mask.items():
+        tensors[name] = tensors[name].detach() * keep
+    evaluation = evaluate(model, data.x_test, data.y_test, data.num_classes, parameters=tensors)
+    stats = model_stats(model, outcome.mask, data.input_shape, parameters=tensors)
+    return PruneResult(
+        method=method_name,
+        settings=settings,
+        target_sparsity=sparsity,
+        mask=outcome.mask,
+        pruned_tensors={name: tensor.detach() for name, tensor in tensors.items()},
+        stats=stats,
+        pruned=evaluation,
+        history=outcome.history,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass
+class ExperimentPruneResult:
+    experiment: Experiment
+    dense: Evaluation
+    result: PruneResult
+    dense_model: nn.Module
+    seconds: float
+
+    def to_json(self) -> dict:
+        stats = self.result.stats
+        return {
+            "dataset": self.experiment.dataset,
+            "model": self.experiment.model,
+            "imbalance": self.experiment.imbalance,
+            "method": self.result.method,
+            "settings": self.result.settings,
+            "seed": self.experiment.seed,
+            "epochs": self.experiment.train.epochs,
+            "target_sparsity": self.result.target_sparsity,
+            "sparsity": stats.sparsity,
+            "compression": stats.compression,
+            "params_total": stats.params_total,
+            "params_nonzero": stats.params_nonzero,
+            "flops_dense": stats.flops_dense,
+            "flops_pruned": stats.flops_pruned,
+            "theoretical_speedup": stats.speedup,
+            "dense": self.dense.summary(),
+            "pruned": self.result.pruned.summary(),
+            "layers": [{"name": layer.name, "params": layer.params, "sparsity": layer.sparsity} for layer in stats.layers],
+            "history": self.result.history,
+            "seconds": self.seconds,
+        }
+
+
+def run_prune(
+    experiment: Experiment,
+    method_name: str,
+    sparsity: float,
+    overrides: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> ExperimentPruneResult:
+    """Train (or load the cached) dense model of ``experiment``, prune it and evaluate both."""
+    started = time.perf_counter()
+    get_method(method_name).settings(overrides)  # reject bad input before any training
+    check_sparsity(sparsity)
+    dense = train_dense(experiment, progress=progress)
+    data = experiment.load_data()
+    dense_evaluation = evaluate(dense.model, data.x_test, data.y_test, data.num_classes)
+    result = prune_model(dense.model, data, method_name, sparsity, overrides, seed=experiment.seed)
+    return ExperimentPruneResult(experiment, dense_evaluation, result, dense.model, time.perf_counter() - started)

@@ -1,0 +1,157 @@
+"""Training and evaluation. Seeded and deterministic for a seed (on one machine and thread count).
+
+When a mask is given it holds through training: gradients of pruned weights are zeroed before
+the step and the mask is re-applied after every optimizer step, so neither momentum nor weight
+decay can revive a pruned weight (the "mask drift" pitfall).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from pruning.errors import BadInputError
+from pruning.masks import Mask
+
+Progress = Callable[[float, str], None]  # (fraction done in [0, 1], message)
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+class TrainingDivergedError(BadInputError):
+    """The loss became NaN or infinite; nothing from the run is kept."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 5
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    optimizer: str = "sgd"
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise BadInputError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        if self.epochs < 0 or self.batch_size < 1 or not (self.lr > 0 and math.isfinite(self.lr)):
+            raise BadInputError("epochs must be >= 0, batch_size >= 1 and lr a positive number")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def batches(num_samples: int, batch_size: int, generator: torch.Generator):
+    """Shuffled index batches from a seeded generator."""
+    order = torch.randperm(num_samples, generator=generator)
+    return order.split(batch_size)
+
+
+def fit(
+    model: nn.Module,
+    data,
+    config: TrainConfig,
+    seed: int = 0,
+    mask: Mask | None = None,
+    progress: Progress | None = None,
+) -> list[dict]:
+    """Train ``model`` in place with cross-entropy; returns one history row per epoch
+    ``{epoch, train_loss, test_accuracy, test_loss}``. Raises TrainingDivergedError on NaN/inf."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = make_optimizer(model, config)
+    if mask:
+        mask.apply_(model)
+    history = []
+    steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        total_loss = 0.0
+        for step, index in enumerate(batches(len(data.y_train), config.batch_size, generator)):
+            loss = nn.functional.cross_entropy(model(data.x_train[index]), data.y_train[index])
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"training diverged at epoch {epoch}, step {step + 1}: the loss became {loss.item()}; "
+                    f"lower the learning rate (now {config.lr})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if mask:
+                mask.mask_gradients_(model)
+            optimizer.step()
+            if mask:
+                mask.apply_(model)
+            total_loss += loss.item() * len(index)
+            if progress:
+                done = ((epoch - 1) * steps_per_epoch + step + 1) / (config.epochs * steps_per_epoch)
+                progress(done, f"epoch {epoch}/{config.epochs}")
+        evaluation = evaluate(model, data.x_test, data.y_test, data.num_classes)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": total_loss / len(data.y_train),
+                "test_accuracy": evaluation.accuracy,
+                "test_loss": evaluation.loss,
+            }
+        )
+    return history
+
+
+@dataclass
+class Evaluation:
+    accuracy: float
+    loss: float
+    per_class_recall: list[float]  # recall of class c = correct predictions of c / samples of c
+    confusion: np.ndarray  # rows: true class, columns: predicted class
+    predictions: torch.Tensor
+
+    def summary(self) -> dict:
+        return {"accuracy": self.accuracy, "loss": self.loss, "per_class_recall": self.per_class_recall}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    parameters: dict[str, torch.Tensor] | None = None,
+    batch_size: int = 1000,
+) -> Evaluation:
+    """Accuracy, mean cross-entropy, per-class recall and confusion matrix, in eval mode.
+    With ``parameters`` (e.g. ``mask.masked_parameters(model)``) the model is evaluated through
+    ``torch.func.functional_call`` and its own weights are never touched."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits = torch.cat(
+            [
+                functional_call(model, parameters, (chunk,)) if parameters is not None else model(chunk)
+                for chunk in x.split(batch_size)
+            ]
+        )
+    finally:
+        model.train(was_training)
+    loss = nn.functional.cross_entropy(logits, y).item()
+    predictions = logits.argmax(1)
+    confusion = torch.bincount(y * num_classes + predictions, minlength=num_classes**2).view(num_classes, num_classes)
+    support = confusion.sum(1).clamp(min=1)
+    recall = (confusion.diag().double() / support).tolist()
+    return Evaluation(
+        accuracy=(predictions == y).double().mean().item(),
+        loss=loss,
+        per_class_recall=recall,
+        confusion=confusion.numpy(),
+        predictions=predictions,
+    )

@@ -1,0 +1,13 @@
+import os
+
+import pytest
+
+# Every test run gets its own dense-model cache, shared by the tests of that run.
+os.environ.setdefault("PRUNING_CACHE_DIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"pruning-test-cache-{os.getpid()}"))
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty dense-model cache for tests that look at caching itself."""
+    monkeypatch.setenv("PRUNING_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
