@@ -100,7 +100,7 @@ def command_prune(args) -> int:
     overrides = parse_set(args.set)
     if args.scope:
         overrides["scope"] = args.scope
-    progress = None if args.json else _print_progress
+    progress = None if args.json else _progress_printer()
     outcome = run_prune(experiment_from_args(args), args.method, args.sparsity, overrides, progress=progress)
     report = outcome.to_json()
     if args.out:
@@ -124,8 +124,17 @@ def write_outputs(folder: Path, outcome: ExperimentPruneResult, report: dict) ->
     (folder / "result.json").write_text(json.dumps(report, indent=2))
 
 
-def _print_progress(fraction: float, message: str) -> None:
-    print(f"\rtraining the dense model: {fraction:6.1%} {message}", end="", file=sys.stderr, flush=True)
+def _progress_printer():
+    """Print one line per training epoch on stderr (stdout stays clean for --json)."""
+    last = None
+
+    def report(fraction: float, message: str) -> None:
+        nonlocal last
+        if message != last:
+            last = message
+            print(f"training the dense model: {message}", file=sys.stderr, flush=True)
+
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

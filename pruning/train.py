@@ -30,7 +30,7 @@ class TrainingDivergedError(BadInputError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 5
+    epochs: int = 6
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -67,14 +67,16 @@ def fit(
     mask: Mask | None = None,
     progress: Progress | None = None,
 ) -> list[dict]:
-    """Train ``model`` in place with cross-entropy; returns one history row per epoch
+    """Train ``model`` in place with cross-entropy and a cosine learning-rate decay to zero
+    (per step); returns one history row per epoch
     ``{epoch, train_loss, test_accuracy, test_loss}``. Raises TrainingDivergedError on NaN/inf."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(model, config)
+    steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     if mask:
         mask.apply_(model)
     history = []
-    steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
     for epoch in range(1, config.epochs + 1):
         model.train()
         total_loss = 0.0
@@ -90,6 +92,7 @@ def fit(
             if mask:
                 mask.mask_gradients_(model)
             optimizer.step()
+            schedule.step()
             if mask:
                 mask.apply_(model)
             total_loss += loss.item() * len(index)
