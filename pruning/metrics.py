@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict, dataclass
 
 import torch
@@ -18,9 +19,20 @@ from pruning.masks import Mask
 from pruning.models import prunable_layers
 
 
+_FLOPS_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
 def flops_per_weight(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     """For each Linear/Conv layer, the FLOPs one of its weights costs per input sample:
-    2 x the number of output positions it is applied at (1 for Linear)."""
+    2 x the number of output positions it is applied at (1 for Linear). Depends only on the
+    architecture, so it is remembered per model object and input shape (one forward pass)."""
+    remembered = _FLOPS_CACHE.setdefault(model, {})
+    if tuple(input_shape) not in remembered:
+        remembered[tuple(input_shape)] = _count_flops_per_weight(model, tuple(input_shape))
+    return remembered[tuple(input_shape)]
+
+
+def _count_flops_per_weight(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     positions: dict[str, int] = {}
 
     def record(name):

@@ -1,0 +1,17 @@
+"""Pruning Explorer: `streamlit run app.py`.
+
+The router: the shared experiment sidebar, then the chosen page."""
+
+import streamlit as st
+
+import ui
+
+st.set_page_config(page_title="Pruning Explorer", page_icon=":material/content_cut:", layout="wide")
+
+pages = [
+    st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:", default=True),
+    st.Page("pages/about.py", title="About", icon=":material/info:"),
+]
+navigation = st.navigation(pages)
+ui.experiment_sidebar()
+navigation.run()

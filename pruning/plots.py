@@ -1,0 +1,91 @@
+"""Plotly figures, one function per figure; pages only lay them out. No streamlit here."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from pruning.metrics import ModelStats
+
+DENSE_COLOUR = "#7f8c8d"
+PRUNED_COLOUR = "#c0392b"
+WARN_SPARSITY = 0.99
+
+
+def layer_sparsity_figure(stats: ModelStats, target: float | None = None) -> go.Figure:
+    """Sparsity of every Linear/Conv weight, with the target drawn as a line."""
+    names = [layer.name.removesuffix(".weight") for layer in stats.layers]
+    colours = [PRUNED_COLOUR if layer.sparsity >= WARN_SPARSITY else "#2980b9" for layer in stats.layers]
+    figure = go.Figure(
+        go.Bar(
+            x=names,
+            y=[100 * layer.sparsity for layer in stats.layers],
+            marker_color=colours,
+            customdata=[[layer.params, layer.nonzero] for layer in stats.layers],
+            hovertemplate="%{x}<br>sparsity %{y:.1f}%<br>%{customdata[1]:,} of %{customdata[0]:,} weights kept<extra></extra>",
+        )
+    )
+    if target is not None:
+        figure.add_hline(y=100 * target, line_dash="dash", annotation_text=f"target {100 * target:.0f}%")
+    figure.update_layout(
+        title="Sparsity per layer",
+        xaxis_title="layer (in forward order)",
+        yaxis_title="pruned weights (%)",
+        yaxis_range=[0, 100],
+        margin=dict(t=50, b=10),
+        height=340,
+    )
+    return figure
+
+
+def class_recall_figure(
+    class_names: list[str],
+    dense_recall: list[float],
+    pruned_recall: list[float],
+    dense_accuracy: float,
+    pruned_accuracy: float,
+) -> go.Figure:
+    """Per-class recall, dense beside pruned, with each model's overall accuracy as a line."""
+    figure = go.Figure(
+        [
+            go.Bar(name="dense", x=class_names, y=[100 * r for r in dense_recall], marker_color=DENSE_COLOUR),
+            go.Bar(name="pruned", x=class_names, y=[100 * r for r in pruned_recall], marker_color=PRUNED_COLOUR),
+        ]
+    )
+    figure.add_hline(y=100 * dense_accuracy, line_dash="dot", line_color=DENSE_COLOUR,
+                     annotation_text=f"dense accuracy {100 * dense_accuracy:.1f}%", annotation_position="bottom left")
+    figure.add_hline(y=100 * pruned_accuracy, line_dash="dash", line_color=PRUNED_COLOUR,
+                     annotation_text=f"pruned accuracy {100 * pruned_accuracy:.1f}%", annotation_position="bottom right")
+    low = min(dense_recall + pruned_recall)
+    figure.update_layout(
+        title="Recall per class",
+        barmode="group",
+        xaxis_title="class",
+        xaxis_type="category",
+        yaxis_title="recall (%)",
+        yaxis_range=[max(0.0, 100 * low - 10), 100],
+        margin=dict(t=50, b=10),
+        height=340,
+        legend=dict(orientation="h", y=1.1, x=1, xanchor="right"),
+    )
+    return figure
+
+
+def training_curve_figure(history: list[dict]) -> go.Figure:
+    """Test accuracy and training loss per epoch of the dense model."""
+    epochs = [row["epoch"] for row in history]
+    figure = go.Figure(
+        [
+            go.Scatter(x=epochs, y=[100 * row["test_accuracy"] for row in history], name="test accuracy (%)", mode="lines+markers"),
+            go.Scatter(x=epochs, y=[row["train_loss"] for row in history], name="train loss", mode="lines+markers", yaxis="y2"),
+        ]
+    )
+    figure.update_layout(
+        title="Dense training",
+        xaxis_title="epoch",
+        yaxis=dict(title="test accuracy (%)"),
+        yaxis2=dict(title="train loss (cross-entropy)", overlaying="y", side="right"),
+        height=300,
+        margin=dict(t=50, b=10),
+        legend=dict(orientation="h", y=1.15, x=1, xanchor="right"),
+    )
+    return figure

@@ -1,0 +1,112 @@
+"""AppTest: the app's pages run headless, react to their widgets, and show user errors as messages."""
+
+import json
+
+import pytest
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+
+
+def metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def percent(text: str) -> float:
+    return float(text.rstrip("%")) / 100
+
+
+def figure(at, title: str) -> dict:
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        if spec["layout"]["title"]["text"] == title:
+            return spec
+    raise AssertionError(f"no figure titled {title!r}")
+
+
+def start(**choices) -> AppTest:
+    """The app after its first run with these sidebar choices. The sidebar lives in app.py
+    (the st.navigation entrypoint), whose widgets AppTest only lets a test set before the first
+    run, through session state; changing them mid-session is covered by the browser test."""
+    at = AppTest.from_file(str(APP), default_timeout=240)
+    for key, value in choices.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+@pytest.fixture
+def app():
+    """The app on a small, fast experiment: mlp on mnist-5k, 2 epochs."""
+    at = start(model="mlp", epochs=2)
+    assert not at.exception
+    return at
+
+
+def test_prune_page_follows_the_sparsity_slider(app):
+    assert percent(metric(app, "Sparsity achieved")) == pytest.approx(0.80)
+    results = {}
+    for sparsity in (0.5, 0.9, 0.99):
+        app.slider(key="sparsity").set_value(sparsity).run()
+        assert not app.exception
+        results[sparsity] = (
+            percent(metric(app, "Sparsity achieved")),
+            float(metric(app, "Compression").rstrip("x")),
+            float(metric(app, "Speedup (FLOPs)").rstrip("x")),
+            percent(metric(app, "Pruned accuracy")),
+        )
+        assert results[sparsity][0] == pytest.approx(sparsity, abs=1e-4)
+    compressions = [results[s][1] for s in (0.5, 0.9, 0.99)]
+    assert compressions == sorted(compressions) and compressions[-1] > 10 * compressions[0] / 2
+    assert results[0.99][3] < results[0.5][3], "pruning 99% of the weights costs accuracy"
+    dense = percent(metric(app, "Dense accuracy"))
+    assert dense > 0.8
+    recall = figure(app, "Recall per class")
+    assert [trace["name"] for trace in recall["data"]] == ["dense", "pruned"]
+    assert len(recall["data"][0]["x"]) == 10
+
+
+def test_layerwise_scope_prunes_every_layer_to_the_target(app):
+    app.slider(key="sparsity").set_value(0.7).run()
+    app.radio(key="magnitude.scope").set_value("layerwise").run()
+    assert not app.exception
+    bars = figure(app, "Sparsity per layer")["data"][0]
+    assert bars["x"] == ["fc1", "fc2", "fc3"]
+    assert bars["y"] == pytest.approx([70.0, 70.0, 70.0], abs=0.1)
+    app.radio(key="magnitude.scope").set_value("global").run()
+    bars = figure(app, "Sparsity per layer")["data"][0]
+    assert max(bars["y"]) - min(bars["y"]) > 5, "global scope gives layers different sparsities"
+
+
+def test_random_pruning_is_worse_than_magnitude(app):
+    app.slider(key="sparsity").set_value(0.95).run()
+    magnitude = percent(metric(app, "Pruned accuracy"))
+    app.selectbox(key="method").set_value("random").run()
+    assert not app.exception
+    random = percent(metric(app, "Pruned accuracy"))
+    assert random < magnitude - 0.1
+
+
+def test_a_model_that_does_not_fit_the_data_shows_a_message_not_a_traceback():
+    at = start(dataset="digits", model="lenet5", epochs=2)
+    assert not at.exception
+    assert any("lenet5 needs inputs of at least 16x16" in error.value for error in at.error)
+    at.switch_page("pages/about.py").run()  # the rest keeps working
+    assert not at.exception and not at.error
+    at = start(dataset="digits", model="mlp", epochs=2)
+    assert not at.exception and not at.error
+    assert percent(metric(at, "Sparsity achieved")) == pytest.approx(0.80)
+
+
+def test_missing_download_shows_where_to_put_the_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNING_DATA_DIR", str(tmp_path))
+    at = start(dataset="fashion-mnist", model="mlp")
+    assert not at.exception
+    assert any(str(tmp_path) in error.value for error in at.error)
+
+
+def test_about_page_renders(app):
+    app.switch_page("pages/about.py").run()
+    assert not app.exception
+    assert "compression" in app.markdown[0].value

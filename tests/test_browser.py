@@ -1,0 +1,120 @@
+"""The real thing: the app served by `streamlit run`, driven in headless Debian Chromium.
+
+Needs /usr/bin/chromium (apt-get install chromium). Outside CI a missing browser skips this
+test; in CI (CI=true) it fails, so a missing install step cannot hide behind a skip."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def require_browser():
+    if os.path.exists(CHROMIUM):
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: .ci/run must install Debian's chromium package")
+    pytest.skip("Chromium is not installed (apt-get install chromium)")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    require_browser()
+    port = free_port()
+    env = dict(os.environ, PRUNING_CACHE_DIR=str(tmp_path_factory.mktemp("cache")))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the streamlit server did not become healthy in 60 s")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def wait_for_run(page, timeout_ms=180_000):
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms)
+
+
+def metric_value(page, label: str) -> str:
+    card = page.locator("[data-testid='stMetric']", has_text=label).first
+    return card.locator("[data-testid='stMetricValue']").inner_text()
+
+
+def test_slider_reprunes_live_in_a_real_browser(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(server)
+        page.wait_for_selector("[data-testid='stMetric']", timeout=180_000)
+        wait_for_run(page)
+        assert page.locator("[data-testid='stException']").count() == 0
+        before = metric_value(page, "Sparsity achieved")
+        compression_before = metric_value(page, "Compression")
+        assert before == "80.00%"
+
+        sparsity = page.locator("[data-testid='stSlider']", has_text="Sparsity (fraction").get_by_role("slider")
+        sparsity.focus()
+        for _ in range(10):  # arrow keys move the slider by its step, 0.01
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll(\"[data-testid='stMetric']\")]"
+            ".some(e => e.innerText.includes('Sparsity achieved') && e.innerText.includes('90.00%'))",
+            timeout=60_000,
+        )
+        wait_for_run(page)
+        assert metric_value(page, "Sparsity achieved") == "90.00%"
+        assert float(metric_value(page, "Compression").rstrip("x")) > float(compression_before.rstrip("x"))
+        titles = page.locator(".js-plotly-plot .gtitle")
+        assert titles.filter(has_text="Sparsity per layer").count() == 1
+        assert titles.filter(has_text="Recall per class").count() == 1
+        assert page.locator("[data-testid='stException']").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "prune-page.png"), full_page=True)
+
+        # a sidebar choice mid-session: the page follows, and the choice survives a page switch
+        page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']", has_text="Model").click()
+        page.get_by_role("option", name="mlp", exact=True).click()
+        page.wait_for_selector("text=mlp on mnist-5k", timeout=180_000)
+        page.wait_for_selector("[data-testid='stMetric']", timeout=180_000)
+        wait_for_run(page)
+        assert metric_value(page, "Sparsity achieved") == "90.00%"
+        page.get_by_role("link", name="About").click()
+        page.wait_for_selector("text=An interactive laboratory", timeout=60_000)
+        page.get_by_role("link", name="Prune").click()
+        page.wait_for_selector("text=mlp on mnist-5k", timeout=60_000)
+        wait_for_run(page)
+        assert page.locator("[data-testid='stException']").count() == 0
+        browser.close()

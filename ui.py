@@ -1,0 +1,143 @@
+"""Streamlit helpers shared by app.py and the pages: the experiment sidebar, the dense-model
+store, and widgets generated from a method's declared parameters.
+
+The engine (``pruning/``) never imports streamlit; everything streamlit-specific is here or in pages/.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import streamlit as st
+
+from pruning.data import DATASETS, Dataset, DataUnavailableError
+from pruning.errors import BadInputError
+from pruning.experiment import DenseModel, Experiment, is_cached, train_dense
+from pruning.methods import Method
+from pruning.models import MODELS, build_model
+from pruning.params import Param
+from pruning.train import Evaluation, TrainConfig, evaluate
+
+IMBALANCE_CHOICES = (1, 2, 5, 10, 20, 50, 100)
+USER_ERRORS = (BadInputError, DataUnavailableError)
+
+
+def experiment_sidebar() -> None:
+    """The experiment choice (dataset, imbalance, model, seed, training) in the sidebar;
+    the result is kept in ``st.session_state["experiment"]`` for the pages. The widgets keep
+    their values for the whole session (``persist_state``), whichever page is open."""
+    defaults = TrainConfig()
+    with st.sidebar:
+        st.header("Experiment")
+        dataset = st.selectbox(
+            "Dataset", list(DATASETS), key="dataset", persist_state="session", help="mnist-5k is real MNIST, 5,000 digits, bundled."
+        )
+        imbalance = st.select_slider(
+            "Class imbalance (most / least frequent class)",
+            IMBALANCE_CHOICES,
+            key="imbalance", persist_state="session",
+            help="1 = balanced. Above 1 the training split becomes long-tailed (exponential profile); "
+            "the test split is untouched.",
+        )
+        model = st.selectbox("Model", list(MODELS), index=list(MODELS).index("lenet5"), key="model", persist_state="session")
+        seed = st.number_input("Seed", min_value=0, max_value=10_000, value=0, step=1, key="seed", persist_state="session")
+        with st.expander("Dense training"):
+            epochs = st.slider("Epochs", 1, 30, defaults.epochs, key="epochs", persist_state="session")
+            lr = st.select_slider(
+                "Learning rate (SGD, momentum 0.9, cosine decay)",
+                (0.005, 0.01, 0.02, 0.05, 0.1, 0.2),
+                value=defaults.lr,
+                key="lr", persist_state="session",
+            )
+    st.session_state["experiment"] = Experiment(
+        dataset=dataset,
+        model=model,
+        imbalance=float(imbalance),
+        seed=int(seed),
+        train=TrainConfig(epochs=int(epochs), lr=float(lr)),
+    )
+
+
+@dataclass
+class DenseState:
+    """A trained dense model with its data and test evaluation. Shared by every session:
+    never modified (pruning goes through ``torch.func.functional_call``)."""
+
+    dense: DenseModel
+    data: Dataset
+    evaluation: Evaluation
+
+
+@st.cache_resource
+def _dense_store() -> dict:
+    return {"lock": threading.Lock(), "states": {}}
+
+
+def dense_state(experiment: Experiment) -> DenseState:
+    """The experiment's dense model: from memory, from the disk cache, or trained now with a
+    progress bar. A choice that cannot work shows a message and stops the page, nothing else."""
+    store = _dense_store()
+    if experiment in store["states"]:
+        return store["states"][experiment]
+    try:
+        data = experiment.load_data()
+        build_model(experiment.model, data.input_shape, data.num_classes)  # fails fast on a bad pair
+        if is_cached(experiment):
+            with st.spinner("Loading the cached dense model..."):
+                dense = train_dense(experiment)
+        else:
+            dense = _train_with_progress(experiment)
+    except USER_ERRORS as error:
+        st.error(str(error))
+        st.stop()
+    state = DenseState(dense, data, evaluate(dense.model, data.x_test, data.y_test, data.num_classes))
+    with store["lock"]:
+        store["states"][experiment] = state
+    return state
+
+
+def _train_with_progress(experiment: Experiment) -> DenseModel:
+    label = f"Training {experiment.model} on {experiment.dataset} ({experiment.train.epochs} epochs)"
+    with st.status(label, expanded=True) as status:
+        bar = st.progress(0.0, text="starting")
+        shown = {"percent": -1}
+
+        def report(fraction: float, message: str) -> None:
+            percent = int(100 * fraction)
+            if percent != shown["percent"]:
+                shown["percent"] = percent
+                bar.progress(fraction, text=f"{message} ({percent}%)")
+
+        dense = train_dense(experiment, progress=report)
+        status.update(label=f"Trained and cached: {experiment.model} on {experiment.dataset}", state="complete", expanded=False)
+    return dense
+
+
+def current_experiment() -> Experiment:
+    return st.session_state.get("experiment") or Experiment()
+
+
+def param_widget(param: Param, key: str):
+    """One widget for a declared parameter, of the kind its type calls for."""
+    if param.type == "choice":
+        return st.radio(param.name, param.choices, index=param.choices.index(param.default), key=key, help=param.help, horizontal=True)
+    if param.type == "bool":
+        return st.toggle(param.name, value=param.default, key=key, help=param.help)
+    if param.type == "int":
+        return st.slider(param.name, int(param.min), int(param.max), int(param.default), key=key, help=param.help)
+    return st.slider(param.name, float(param.min), float(param.max), float(param.default), key=key, help=param.help)
+
+
+def method_settings(method: Method) -> dict:
+    """Widgets for the method's declared parameters; returns the validated settings."""
+    values = {param.name: param_widget(param, key=f"{method.name}.{param.name}") for param in method.params}
+    return method.settings(values)
+
+
+def method_help(method: Method) -> None:
+    with st.expander(f"About {method.name}", expanded=False):
+        st.write(method.description)
+        if method.formula:
+            st.latex(method.formula)
+        st.caption(f"Reference: {method.reference}")
