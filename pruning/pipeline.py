@@ -16,7 +16,8 @@ from torch import nn
 from pruning.data import Dataset
 from pruning.experiment import Experiment, train_dense
 from pruning.masks import Mask
-from pruning.methods import PruneContext, get_method
+from pruning.methods import PruneContext, PruneOutcome, get_method
+from pruning.schedules import Schedule, run_schedule
 from pruning.metrics import ModelStats, model_stats
 from pruning.selection import check_sparsity
 from pruning.train import Evaluation, Progress, evaluate
@@ -47,12 +48,18 @@ def prune_model(
     overrides: dict[str, Any] | None = None,
     seed: int = 0,
 ) -> PruneResult:
-    """Prune ``model`` (left untouched) with a registry method and evaluate it on the test split."""
+    """Prune ``model`` (left untouched) one-shot with a registry method and evaluate it on the test split."""
     started = time.perf_counter()
     method = get_method(method_name)
     settings = method.settings(overrides)
     sparsity = check_sparsity(sparsity)
     outcome = method.prune(model, sparsity, settings, PruneContext(data=data, seed=seed))
+    return measure(model, data, method_name, settings, sparsity, outcome, started)
+
+
+def measure(model, data, method_name, settings, sparsity, outcome: PruneOutcome, started: float) -> PruneResult:
+    """Evaluate the pruned weights (``outcome.state_dict`` over ``model``'s, masked) without
+    touching ``model``, and count their size and FLOPs."""
     tensors = dict(model.named_parameters())
     tensors.update(model.named_buffers())
     tensors.update(outcome.state_dict or {})
@@ -79,6 +86,8 @@ class ExperimentPruneResult:
     dense: Evaluation
     result: PruneResult
     dense_model: nn.Module
+    schedule: Schedule
+    accuracy_before_finetune: float
     seconds: float
 
     def to_json(self) -> dict:
@@ -91,6 +100,10 @@ class ExperimentPruneResult:
             "settings": self.result.settings,
             "seed": self.experiment.seed,
             "epochs": self.experiment.train.epochs,
+            "granularity": self.result.settings.get("granularity", "unstructured"),
+            "schedule": self.schedule.kind,
+            "schedule_settings": self.schedule.to_dict(),
+            "finetune_epochs": self.schedule.finetune_epochs,
             "target_sparsity": self.result.target_sparsity,
             "sparsity": stats.sparsity,
             "compression": stats.compression,
@@ -101,6 +114,8 @@ class ExperimentPruneResult:
             "theoretical_speedup": stats.speedup,
             "dense": self.dense.summary(),
             "pruned": self.result.pruned.summary(),
+            "accuracy_before_finetune": self.accuracy_before_finetune,
+            "accuracy_after_finetune": self.result.pruned.accuracy,
             "layers": [{"name": layer.name, "params": layer.params, "sparsity": layer.sparsity} for layer in stats.layers],
             "history": self.result.history,
             "seconds": self.seconds,
@@ -113,13 +128,25 @@ def run_prune(
     sparsity: float,
     overrides: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    schedule: Schedule | None = None,
 ) -> ExperimentPruneResult:
-    """Train (or load the cached) dense model of ``experiment``, prune it and evaluate both."""
+    """Train (or load the cached) dense model of ``experiment``, prune it on ``schedule``
+    (default: one-shot after training) and evaluate both."""
     started = time.perf_counter()
-    get_method(method_name).settings(overrides)  # reject bad input before any training
-    check_sparsity(sparsity)
+    schedule = schedule or Schedule()
+    settings = get_method(method_name).settings(overrides)  # reject bad input before any training
+    sparsity = check_sparsity(sparsity)
     dense = train_dense(experiment, progress=progress)
     data = experiment.load_data()
     dense_evaluation = evaluate(dense.model, data.x_test, data.y_test, data.num_classes)
-    result = prune_model(dense.model, data, method_name, sparsity, overrides, seed=experiment.seed)
-    return ExperimentPruneResult(experiment, dense_evaluation, result, dense.model, time.perf_counter() - started)
+    if schedule.is_live:
+        result = prune_model(dense.model, data, method_name, sparsity, overrides, seed=experiment.seed)
+        before = result.pruned.accuracy
+    else:
+        outcome = run_schedule(experiment, method_name, sparsity, overrides, schedule, progress=progress)
+        pruned = PruneOutcome(outcome.mask, outcome.state_dict, outcome.history)
+        result = measure(dense.model, data, method_name, settings, sparsity, pruned, started)
+        before = outcome.accuracy_before_finetune
+    return ExperimentPruneResult(
+        experiment, dense_evaluation, result, dense.model, schedule, before, time.perf_counter() - started
+    )

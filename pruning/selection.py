@@ -15,6 +15,7 @@ from pruning.errors import BadInputError
 from pruning.masks import Mask
 
 SCOPES = ("global", "layerwise")
+GRANULARITIES = ("unstructured", "structured", "block")
 
 
 def check_sparsity(sparsity: float) -> float:
@@ -66,23 +67,98 @@ def _prune_lowest(flat_scores: torch.Tensor, amount: int) -> torch.Tensor:
     return keep
 
 
-def mask_from_scores(scores: dict[str, torch.Tensor], sparsity: float, scope: str = "global") -> Mask:
-    """Prune the lowest-scoring weights: over all layers at once (``global``, one threshold)
-    or to the same sparsity in every layer (``layerwise``)."""
+def _matrix(score: torch.Tensor) -> torch.Tensor:
+    """The 2-D view used for blocks: Linear (out, in) -> (in, out); Conv (out, in, kh, kw) ->
+    (in*kh*kw, out), as SequentialAttention++ reshapes kernels."""
+    return score.flatten(1).T
+
+
+def group_scores(score: torch.Tensor, granularity: str, block_size: int, aggregate: str) -> torch.Tensor:
+    """One score per prunable group: a weight, an output neuron/filter, or a BxB block
+    (border blocks may be smaller). ``aggregate`` combines a group's weight scores: ``sum``
+    (as the gradient-flow paper does) or ``l2`` (a norm, for magnitude)."""
+    score = score.detach().float()
+    if granularity == "unstructured":
+        return score.flatten()
+    if aggregate == "l2":
+        score = score.square()
+    if granularity == "structured":
+        grouped = score.flatten(1).sum(1)
+    else:
+        matrix = _matrix(score)
+        rows, cols = matrix.shape
+        padded = torch.nn.functional.pad(matrix, (0, -cols % block_size, 0, -rows % block_size))
+        grouped = padded.view(padded.shape[0] // block_size, block_size, -1, block_size).sum((1, 3)).flatten()
+    return grouped.sqrt() if aggregate == "l2" else grouped
+
+
+def expand_groups(keep: torch.Tensor, shape: torch.Size, granularity: str, block_size: int) -> torch.Tensor:
+    """A group keep-vector back to a weight-shaped boolean mask."""
+    if granularity == "unstructured":
+        return keep.view(shape)
+    if granularity == "structured":
+        return keep.view(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
+    rows, cols = _matrix(torch.empty(shape)).shape
+    blocks = keep.view(-(-rows // block_size), -(-cols // block_size))
+    matrix = blocks.repeat_interleave(block_size, 0).repeat_interleave(block_size, 1)[:rows, :cols]
+    return matrix.T.reshape(shape).contiguous()
+
+
+def mask_from_scores(
+    scores: dict[str, torch.Tensor],
+    sparsity: float,
+    scope: str = "global",
+    granularity: str = "unstructured",
+    block_size: int = 4,
+    aggregate: str = "sum",
+    max_layer_sparsity: float = 1.0,
+    allow_empty_layers: bool = False,
+    previous: Mask | None = None,
+) -> Mask:
+    """Prune the lowest-scoring groups (weights, neurons/filters or blocks), over all layers at
+    once (``global``, one threshold) or to the same sparsity in every layer (``layerwise``).
+
+    For ``structured`` and ``block`` the sparsity is the fraction of *groups* removed (a channel
+    or block ratio, not a parameter ratio). No layer loses more than ``max_layer_sparsity`` of
+    its groups, and each keeps at least one group unless ``allow_empty_layers``: the protected
+    groups are the layer's highest-scoring ones. Groups already pruned in ``previous`` stay
+    pruned (iterative schedules only ever remove more)."""
     sparsity = check_sparsity(sparsity)
-    if scope == "layerwise":
-        return Mask(
-            {
-                name: _prune_lowest(score.detach().flatten().float(), round(sparsity * score.numel())).view_as(score)
-                for name, score in scores.items()
-            }
-        )
-    if scope != "global":
+    if scope not in SCOPES:
         raise BadInputError(f"unknown scope {scope!r}; choose one of: {', '.join(SCOPES)}")
-    flat = torch.cat([score.detach().flatten().float() for score in scores.values()])
-    keep = _prune_lowest(flat, round(sparsity * flat.numel()))
-    mask, start = Mask(), 0
-    for name, score in scores.items():
-        mask[name] = keep[start : start + score.numel()].view_as(score)
-        start += score.numel()
-    return mask
+    if granularity not in GRANULARITIES:
+        raise BadInputError(f"unknown granularity {granularity!r}; choose one of: {', '.join(GRANULARITIES)}")
+    if granularity == "block" and block_size < 1:
+        raise BadInputError(f"block size must be at least 1, got {block_size}")
+    groups = {name: group_scores(score, granularity, block_size, aggregate) for name, score in scores.items()}
+    for name, entry in (previous or {}).items():
+        if name in groups:
+            still_kept = group_scores(entry.float(), granularity, block_size, "sum") > 0
+            groups[name] = torch.where(still_kept, groups[name], -math.inf)
+    protected = {
+        name: max(math.ceil((1.0 - max_layer_sparsity) * grouped.numel() - 1e-9), 0 if allow_empty_layers else 1)
+        for name, grouped in groups.items()
+    }
+    for name, grouped in groups.items():
+        if protected[name]:
+            grouped = grouped.clone()
+            grouped[torch.topk(grouped, protected[name]).indices] = math.inf
+            groups[name] = grouped
+    if scope == "layerwise":
+        keep = {
+            name: _prune_lowest(grouped, min(round(sparsity * grouped.numel()), grouped.numel() - protected[name]))
+            for name, grouped in groups.items()
+        }
+    else:
+        flat = torch.cat(list(groups.values()))
+        amount, allowed = round(sparsity * flat.numel()), flat.numel() - sum(protected.values())
+        if amount > allowed:
+            raise BadInputError(
+                f"sparsity {sparsity} needs {amount} of {flat.numel()} groups pruned, but the per-layer cap "
+                f"allows at most {allowed} ({allowed / flat.numel():.4f}); raise max_layer_sparsity or allow empty layers"
+            )
+        kept_flat, keep, start = _prune_lowest(flat, amount), {}, 0
+        for name, grouped in groups.items():
+            keep[name] = kept_flat[start : start + grouped.numel()]
+            start += grouped.numel()
+    return Mask({name: expand_groups(keep[name], scores[name].shape, granularity, block_size) for name in scores})

@@ -66,10 +66,16 @@ def fit(
     seed: int = 0,
     mask: Mask | None = None,
     progress: Progress | None = None,
+    update_mask: Callable[[int, nn.Module], Mask | None] | None = None,
+    stop_after_epochs: int | None = None,
 ) -> list[dict]:
     """Train ``model`` in place with cross-entropy and a cosine learning-rate decay to zero
     (per step); returns one history row per epoch
-    ``{epoch, train_loss, test_accuracy, test_loss}``. Raises TrainingDivergedError on NaN/inf."""
+    ``{epoch, train_loss, test_accuracy, test_loss, sparsity}``. Raises TrainingDivergedError on NaN/inf.
+
+    ``update_mask(step, model)``, called before every step, may return a new mask (gradual
+    pruning); ``stop_after_epochs`` stops early on the same learning-rate schedule, which
+    reproduces the weights of epoch k of a full run (rewinding)."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(model, config)
     steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
@@ -77,10 +83,16 @@ def fit(
     if mask:
         mask.apply_(model)
     history = []
-    for epoch in range(1, config.epochs + 1):
+    last_epoch = min(config.epochs, stop_after_epochs) if stop_after_epochs is not None else config.epochs
+    for epoch in range(1, last_epoch + 1):
         model.train()
         total_loss = 0.0
         for step, index in enumerate(batches(len(data.y_train), config.batch_size, generator)):
+            if update_mask:
+                new_mask = update_mask((epoch - 1) * steps_per_epoch + step, model)
+                if new_mask is not None:
+                    mask = new_mask
+                    mask.apply_(model)
             loss = nn.functional.cross_entropy(model(data.x_train[index]), data.y_train[index])
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
@@ -106,6 +118,7 @@ def fit(
                 "train_loss": total_loss / len(data.y_train),
                 "test_accuracy": evaluation.accuracy,
                 "test_loss": evaluation.loss,
+                "sparsity": mask.sparsity() if mask else 0.0,
             }
         )
     return history

@@ -22,7 +22,7 @@ def test_global_magnitude_equals_torch_global_unstructured(model_name, shape, sp
     torch.manual_seed(0)
     model = build_model(model_name, shape, 10)
     names = prunable_weight_names(model)
-    ours = mask_from_scores(magnitude_scores(model, names, None), sparsity, "global")
+    ours = mask_from_scores(magnitude_scores(model, names, None), sparsity, "global", allow_empty_layers=True)
     oracle_model = copy.deepcopy(model)
     prune.global_unstructured(modules_of(oracle_model, names), pruning_method=prune.L1Unstructured, amount=sparsity)
     for name, (module, _) in zip(names, modules_of(oracle_model, names)):
@@ -83,3 +83,48 @@ def test_bad_sparsity_is_rejected(bad):
 def test_unknown_scope_is_rejected():
     with pytest.raises(BadInputError, match="scope"):
         mask_from_scores({"a": torch.ones(3)}, 0.5, "per-channel")
+
+
+def test_global_scope_never_empties_a_layer_unless_asked():
+    torch.manual_seed(0)
+    model = build_model("lenet5", (1, 28, 28), 10)  # at init fc1's weights are the smallest
+    scores = magnitude_scores(model, prunable_weight_names(model), None)
+    free = mask_from_scores(scores, 0.99, allow_empty_layers=True)
+    assert free.layer_sparsity()["fc1.weight"] == 1.0
+    guarded = mask_from_scores(scores, 0.99)
+    assert int(guarded["fc1.weight"].sum()) == 1, "the default keeps the layer's best weight"
+    assert guarded.num_pruned == free.num_pruned
+    capped = mask_from_scores(scores, 0.9, max_layer_sparsity=0.95)
+    assert max(capped.layer_sparsity().values()) <= 0.95 + 1e-9
+    assert capped.sparsity() == pytest.approx(0.9, abs=1e-5)
+    with pytest.raises(BadInputError, match="per-layer cap"):
+        mask_from_scores(scores, 0.9, max_layer_sparsity=0.5)
+
+
+def test_structured_masks_remove_whole_neurons_and_filters():
+    torch.manual_seed(0)
+    model = build_model("lenet5", (1, 28, 28), 10)
+    names = prunable_weight_names(model, include_output=False)
+    mask = mask_from_scores(magnitude_scores(model, names, None), 0.5, "layerwise", "structured", aggregate="l2")
+    for name in names:
+        rows = mask[name].flatten(1)
+        assert torch.equal(rows.all(1), rows.any(1)), f"{name}: every filter/neuron all kept or all pruned"
+        assert int((~rows.all(1)).sum()) == round(0.5 * rows.shape[0])
+    # the filters kept are those with the largest L2 norm
+    norms = model.conv2.weight.detach().flatten(1).norm(dim=1)
+    kept = mask["conv2.weight"].flatten(1).all(1)
+    assert norms[kept].min() >= norms[~kept].max()
+
+
+@pytest.mark.parametrize("block_size", [2, 3, 8])
+def test_block_masks_are_whole_blocks_of_the_2d_kernel(block_size):
+    torch.manual_seed(0)
+    model = build_model("lenet5", (1, 28, 28), 10)
+    names = prunable_weight_names(model)
+    mask = mask_from_scores(magnitude_scores(model, names, None), 0.6, "global", "block", block_size, aggregate="l2")
+    for name in names:
+        matrix = mask[name].flatten(1).T  # (in*kh*kw, out), as the blocks are laid out
+        for row in range(0, matrix.shape[0], block_size):
+            for col in range(0, matrix.shape[1], block_size):
+                block = matrix[row : row + block_size, col : col + block_size]
+                assert block.all() or not block.any(), f"{name} block at ({row}, {col}) is mixed"

@@ -19,10 +19,15 @@ from pruning.params import Param, resolve_settings
 
 @dataclass
 class PruneContext:
-    """What a method may use besides the model: the data (for data-driven criteria) and the seed."""
+    """What a method may use besides the model: the data (for data-driven criteria), the seed,
+    how many samples per class make the scoring batch, and the current mask (iterative criteria
+    such as SynFlow score the network as already pruned)."""
 
     data: Any
     seed: int = 0
+    samples_per_class: int = 10
+    mask: Mask | None = None
+    previous_mask: Mask | None = None  # set by iterative schedules: what is pruned stays pruned
 
 
 @dataclass

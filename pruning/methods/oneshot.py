@@ -1,60 +1,82 @@
-"""One-shot pruning from an importance criterion: score the weights once, drop the lowest."""
+"""Pruning from an importance criterion: score the weights, drop the lowest-scoring groups.
+
+One registry method per criterion; iterative criteria (SynFlow) are scored again after each of
+several rounds whose sparsity grows exponentially, ``1 - (1 - s)^(k / rounds)``.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
-
-from pruning import criteria
+from pruning.criteria import CRITERIA, Criterion
 from pruning.methods import Method, PruneContext, PruneOutcome
 from pruning.models import prunable_weight_names
 from pruning.params import Param
-from pruning.selection import SCOPES, mask_from_scores
+from pruning.selection import GRANULARITIES, SCOPES, mask_from_scores
 
-SCOPE = Param(
-    "scope",
-    "choice",
-    "global",
-    "global: one threshold over all layers (layers end up with different sparsities); "
-    "layerwise: every layer pruned to the same sparsity.",
-    choices=SCOPES,
+SELECTION_PARAMS = (
+    Param(
+        "scope",
+        "choice",
+        "global",
+        "global: one threshold over all layers (layers end up with different sparsities); "
+        "layerwise: every layer pruned to the same sparsity.",
+        choices=SCOPES,
+    ),
+    Param(
+        "granularity",
+        "choice",
+        "unstructured",
+        "unstructured: single weights; structured: whole neurons (Linear) and filters (Conv), the "
+        "sparsity being the fraction of neurons/filters (a channel ratio, not a parameter ratio), the "
+        "output layer left whole; block: BxB blocks of the 2-D kernel, the sparsity a block ratio.",
+        choices=GRANULARITIES,
+    ),
+    Param("block_size", "int", 4, "Block side B for block granularity.", min=1, max=64),
+    Param("prune_output_layer", "bool", True, "Prune the last Linear layer too (OpenLTH's lottery-ticket recipe leaves it dense)."),
+    Param("max_layer_sparsity", "float", 1.0, "Cap on any one layer's sparsity (global scope can otherwise collapse a layer).", min=0.5, max=1.0),
+    Param("allow_empty_layers", "bool", False, "Let a layer lose every weight/group; by default each keeps its best one."),
 )
-INCLUDE_OUTPUT = Param(
-    "prune_output_layer",
-    "bool",
-    True,
-    "Prune the last Linear layer too (OpenLTH's lottery-ticket recipe leaves it dense).",
+DATA_PARAMS = (
+    Param("samples_per_class", "int", 10, "Class-balanced scoring batch: this many training samples of each class.", min=1, max=500),
 )
+ITERATIVE_PARAMS = (Param("rounds", "int", 100, "Scoring rounds; sparsity grows exponentially over them.", min=1, max=1000),)
 
 
 class CriterionMethod(Method):
-    """Score every prunable weight with ``score`` and keep the highest-scoring ones."""
+    """Score every prunable weight with a criterion and keep the highest-scoring groups."""
 
-    params = (SCOPE, INCLUDE_OUTPUT)
-
-    def __init__(self, name: str, score: Callable, description: str, formula: str, reference: str):
-        self.name, self.score = name, score
-        self.description, self.formula, self.reference = description, formula, reference
+    def __init__(self, criterion: Criterion):
+        self.criterion = criterion
+        self.name, self.description = criterion.name, criterion.description
+        self.formula, self.reference = criterion.formula, criterion.reference
+        self.params = SELECTION_PARAMS + (DATA_PARAMS if criterion.needs_data else ()) + (
+            ITERATIVE_PARAMS if criterion.iterative else ()
+        )
 
     def prune(self, model, sparsity, settings, context: PruneContext) -> PruneOutcome:
-        names = prunable_weight_names(model, include_output=settings["prune_output_layer"])
-        scores = self.score(model, names, context)
-        return PruneOutcome(mask_from_scores(scores, sparsity, settings["scope"]))
+        structured = settings["granularity"] == "structured"
+        names = prunable_weight_names(model, include_output=settings["prune_output_layer"] and not structured)
+        context.samples_per_class = settings.get("samples_per_class", context.samples_per_class)
+
+        def select(scores, target):
+            return mask_from_scores(
+                scores,
+                target,
+                scope=settings["scope"],
+                granularity=settings["granularity"],
+                block_size=settings["block_size"],
+                aggregate=self.criterion.aggregate,
+                max_layer_sparsity=settings["max_layer_sparsity"],
+                allow_empty_layers=settings["allow_empty_layers"],
+                previous=context.previous_mask,
+            )
+
+        if not self.criterion.iterative:
+            return PruneOutcome(select(self.criterion.score(model, names, context), sparsity))
+        rounds = settings["rounds"]
+        context.mask = None
+        for round_index in range(1, rounds + 1):
+            context.mask = select(self.criterion.score(model, names, context), 1 - (1 - sparsity) ** (round_index / rounds))
+        return PruneOutcome(context.mask)
 
 
-ONE_SHOT_METHODS = (
-    CriterionMethod(
-        "magnitude",
-        criteria.magnitude_scores,
-        "Remove the weights with the smallest absolute value. The classic baseline: cheap, "
-        "and hard to beat on trained networks.",
-        r"s(w) = |w|",
-        "Han, Pool, Tran & Dally, Learning both Weights and Connections for Efficient Neural Networks, NeurIPS 2015.",
-    ),
-    CriterionMethod(
-        "random",
-        criteria.random_scores,
-        "Remove weights uniformly at random (seeded). The floor every other method must beat.",
-        r"s(w) \sim \mathcal{U}(0, 1)",
-        "Blalock, Gonzalez Ortiz, Frankle & Guttag, What is the State of Neural Network Pruning?, MLSys 2020.",
-    ),
-)
+ONE_SHOT_METHODS = tuple(CriterionMethod(criterion) for criterion in CRITERIA.values())
