@@ -2,6 +2,7 @@
 
     python -m pruning list [--json]
     python -m pruning prune --dataset D --model M --method magnitude --sparsity S [--json] [--out DIR]
+    python -m pruning sweep --dataset D --model M --methods a,b --sparsities 0.5,0.9 --out FILE.csv
 
 Bad input (unknown names, values out of range, unknown ``--set`` keys) prints one line on
 stderr and exits with code 2, never a traceback.
@@ -21,6 +22,9 @@ from pruning.masks import atomic_torch_save
 from pruning.methods import METHODS
 from pruning.models import MODELS
 from pruning.pipeline import ExperimentPruneResult, run_prune
+from pruning.schedules import PRUNE_AT, REWIND_TO, SCHEDULES, Schedule
+from pruning.selection import GRANULARITIES, SCOPES
+from pruning.sweep import run_sweep
 from pruning.train import TrainConfig
 
 USAGE_ERROR = 2
@@ -54,11 +58,57 @@ def build_parser() -> argparse.ArgumentParser:
     add_experiment_options(prune)
     prune.add_argument("--method", default="magnitude", help="pruning method (see `list`)")
     prune.add_argument("--sparsity", type=float, required=True, help="fraction of prunable weights to remove, in [0, 1)")
-    prune.add_argument("--scope", choices=("global", "layerwise"), help="shortcut for --set scope=...")
-    prune.add_argument("--set", action="append", metavar="KEY=VALUE", help="a method setting (repeatable)")
+    add_pruning_options(prune)
     prune.add_argument("--out", type=Path, help="write dense.pt, model.pt, mask.pt and result.json here")
     prune.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sweep = commands.add_parser("sweep", help="compare methods over sparsities and seeds (random and magnitude always included)")
+    add_experiment_options(sweep)
+    sweep.add_argument("--methods", default="magnitude", help="comma-separated method names")
+    sweep.add_argument("--sparsities", required=True, help="comma-separated sparsities in [0, 1)")
+    sweep.add_argument("--seeds", default="0", help="comma-separated seeds")
+    add_pruning_options(sweep)
+    sweep.add_argument("--out", type=Path, required=True, help="the CSV file to write")
+    sweep.add_argument("--json", action="store_true", help="print one JSON object {rows: [...]}")
     return parser
+
+
+def add_pruning_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scope", choices=SCOPES, help="shortcut for --set scope=...")
+    parser.add_argument("--granularity", choices=GRANULARITIES, help="shortcut for --set granularity=...")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="a method setting (repeatable)")
+    defaults = Schedule()
+    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.kind, help="when sparsity grows")
+    parser.add_argument("--prune-at", choices=PRUNE_AT, default=defaults.prune_at, help="oneshot: after training, at init, or early")
+    parser.add_argument("--early-epochs", type=int, default=defaults.early_epochs, help="oneshot --prune-at early: epochs before pruning")
+    parser.add_argument("--rounds", type=int, default=defaults.rounds, help="iterative / gradflow: pruning rounds")
+    parser.add_argument("--rewind-to", choices=REWIND_TO, default=defaults.rewind_to, help="iterative: rewind survivors to init or to an epoch")
+    parser.add_argument("--rewind-epoch", type=int, default=defaults.rewind_epoch)
+    parser.add_argument("--gradual-epochs", type=int, default=defaults.gradual_epochs, help="gradual: training epochs while pruning")
+    parser.add_argument("--finetune-epochs", type=int, default=defaults.finetune_epochs, help="training with the mask after pruning")
+
+
+def method_overrides(args) -> dict[str, str]:
+    overrides = parse_set(args.set)
+    for key in ("scope", "granularity"):
+        if getattr(args, key):
+            overrides[key] = getattr(args, key)
+    return overrides
+
+
+def schedule_from_args(args) -> Schedule:
+    return Schedule(
+        kind=args.schedule, prune_at=args.prune_at, early_epochs=args.early_epochs, rounds=args.rounds,
+        rewind_to=args.rewind_to, rewind_epoch=args.rewind_epoch, gradual_epochs=args.gradual_epochs,
+        finetune_epochs=args.finetune_epochs,
+    )
+
+
+def parse_list(text: str, kind, what: str) -> list:
+    try:
+        return [kind(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise BadInputError(f"--{what} expects a comma-separated list, got {text!r}") from None
 
 
 def add_experiment_options(parser: argparse.ArgumentParser) -> None:
@@ -97,11 +147,11 @@ def command_list(args) -> int:
 
 
 def command_prune(args) -> int:
-    overrides = parse_set(args.set)
-    if args.scope:
-        overrides["scope"] = args.scope
-    progress = None if args.json else _progress_printer()
-    outcome = run_prune(experiment_from_args(args), args.method, args.sparsity, overrides, progress=progress)
+    progress = None if args.json else _progress_printer("training")
+    outcome = run_prune(
+        experiment_from_args(args), args.method, args.sparsity, method_overrides(args),
+        progress=progress, schedule=schedule_from_args(args),
+    )
     report = outcome.to_json()
     if args.out:
         write_outputs(args.out, outcome, report)
@@ -116,6 +166,27 @@ def command_prune(args) -> int:
     return 0
 
 
+def command_sweep(args) -> int:
+    import pandas as pd
+
+    rows = run_sweep(
+        experiment_from_args(args),
+        methods=parse_list(args.methods, str, "methods"),
+        sparsities=parse_list(args.sparsities, float, "sparsities"),
+        seeds=parse_list(args.seeds, int, "seeds"),
+        overrides=method_overrides(args),
+        schedule=schedule_from_args(args),
+        progress=None if args.json else _progress_printer("sweep"),
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(args.out, index=False)
+    if args.json:
+        print(json.dumps({"rows": rows}))
+    else:
+        print(f"{len(rows)} rows written to {args.out}")
+    return 0
+
+
 def write_outputs(folder: Path, outcome: ExperimentPruneResult, report: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(outcome.dense_model.state_dict(), folder / "dense.pt")
@@ -124,15 +195,15 @@ def write_outputs(folder: Path, outcome: ExperimentPruneResult, report: dict) ->
     (folder / "result.json").write_text(json.dumps(report, indent=2))
 
 
-def _progress_printer():
-    """Print one line per training epoch on stderr (stdout stays clean for --json)."""
+def _progress_printer(what: str):
+    """Print one line per stage (a training epoch, a sweep cell) on stderr; stdout stays clean."""
     last = None
 
     def report(fraction: float, message: str) -> None:
         nonlocal last
         if message != last:
             last = message
-            print(f"training the dense model: {message}", file=sys.stderr, flush=True)
+            print(f"{what}: {message}", file=sys.stderr, flush=True)
 
     return report
 
@@ -140,7 +211,8 @@ def _progress_printer():
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"list": command_list, "prune": command_prune}[args.command](args)
+        commands = {"list": command_list, "prune": command_prune, "sweep": command_sweep}
+        return commands[args.command](args)
     except (BadInputError, DataUnavailableError) as error:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return USAGE_ERROR

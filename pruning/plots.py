@@ -89,3 +89,28 @@ def training_curve_figure(history: list[dict]) -> go.Figure:
         legend=dict(orientation="h", y=1.15, x=1, xanchor="right"),
     )
     return figure
+
+
+def schedule_preview_figure(points: list[dict], title: str = "Planned sparsity") -> go.Figure:
+    """Sparsity against training epoch as a schedule plans it, drawn before anything runs."""
+    figure = go.Figure(
+        go.Scatter(x=[p["epoch"] for p in points], y=[100 * p["sparsity"] for p in points], mode="lines+markers", line_shape="linear")
+    )
+    figure.update_layout(title=title, xaxis_title="training epoch of the schedule", yaxis_title="sparsity (%)",
+                         yaxis_range=[0, 100], height=260, margin=dict(t=50, b=10))
+    return figure
+
+
+def history_figure(history: list[dict]) -> go.Figure:
+    """Sparsity and test accuracy against training step of a schedule that ran."""
+    steps = [row["step"] for row in history]
+    figure = go.Figure(
+        [
+            go.Scatter(x=steps, y=[100 * row["sparsity"] for row in history], name="sparsity (%)", mode="lines+markers"),
+            go.Scatter(x=steps, y=[100 * row["accuracy"] for row in history], name="test accuracy (%)", mode="lines+markers"),
+        ]
+    )
+    figure.update_layout(title="Sparsity and accuracy during the run", xaxis_title="training step", yaxis_title="%",
+                         yaxis_range=[0, 100], height=300, margin=dict(t=50, b=10),
+                         legend=dict(orientation="h", y=1.15, x=1, xanchor="right"))
+    return figure
