@@ -17,6 +17,7 @@ from pruning.experiment import DenseModel, Experiment, is_cached, train_dense
 from pruning.methods import Method
 from pruning.models import MODELS, build_model
 from pruning.params import Param
+from pruning.schedules import PRUNE_AT, REWIND_TO, SCHEDULE_INFO, SCHEDULES, Schedule
 from pruning.train import Evaluation, TrainConfig, evaluate
 
 IMBALANCE_CHOICES = (1, 2, 5, 10, 20, 50, 100)
@@ -141,3 +142,33 @@ def method_help(method: Method) -> None:
         if method.formula:
             st.latex(method.formula)
         st.caption(f"Reference: {method.reference}")
+
+
+def schedule_controls(experiment: Experiment) -> Schedule:
+    """Widgets for when and how fast sparsity grows, with the chosen schedule's description."""
+    defaults = Schedule()
+    with st.expander("Schedule and fine-tuning", expanded=False):
+        kind = st.radio("Schedule", SCHEDULES, key="schedule.kind", horizontal=True)
+        description, formula, reference = SCHEDULE_INFO[kind]
+        st.caption(description)
+        st.latex(formula)
+        st.caption(f"Reference: {reference}")
+        values = {"kind": kind}
+        if kind == "oneshot":
+            values["prune_at"] = st.radio("Prune", PRUNE_AT, key="schedule.prune_at", horizontal=True,
+                                          help="after training, at initialisation, or early (after a few epochs)")
+            if values["prune_at"] == "early":
+                values["early_epochs"] = st.slider("Epochs before pruning", 1, max(1, experiment.train.epochs - 1),
+                                                   defaults.early_epochs, key="schedule.early_epochs")
+        if kind in ("iterative", "gradflow"):
+            values["rounds"] = st.slider("Rounds", 1, 10, defaults.rounds, key="schedule.rounds")
+        if kind == "iterative":
+            values["rewind_to"] = st.radio("Rewind survivors to", REWIND_TO, key="schedule.rewind_to", horizontal=True)
+            if values["rewind_to"] == "epoch":
+                values["rewind_epoch"] = st.slider("Rewind epoch", 1, max(1, experiment.train.epochs),
+                                                   defaults.rewind_epoch, key="schedule.rewind_epoch")
+        if kind == "gradual":
+            values["gradual_epochs"] = st.slider("Epochs while pruning", 1, 20, defaults.gradual_epochs, key="schedule.gradual_epochs")
+        values["finetune_epochs"] = st.slider("Fine-tuning epochs (mask enforced)", 0, 20, defaults.finetune_epochs,
+                                              key="schedule.finetune_epochs")
+    return Schedule(**values)

@@ -1,12 +1,21 @@
-"""Prune page: one-shot pruning that follows the sparsity slider live."""
+"""Prune page: one-shot pruning that follows the sparsity slider live; schedules that train run
+behind a button, with progress, and are kept for the session."""
 
 import streamlit as st
 
 import ui
 from pruning.errors import BadInputError
 from pruning.methods import get_method, method_names
-from pruning.pipeline import prune_model
-from pruning.plots import WARN_SPARSITY, class_recall_figure, layer_sparsity_figure, training_curve_figure
+from pruning.pipeline import ExperimentPruneResult, PruneResult, prune_model, run_prune
+from pruning.plots import (
+    WARN_SPARSITY,
+    class_recall_figure,
+    history_figure,
+    layer_sparsity_figure,
+    schedule_preview_figure,
+    training_curve_figure,
+)
+from pruning.schedules import sparsity_curve
 
 experiment = ui.current_experiment()
 st.title("Prune")
@@ -17,40 +26,77 @@ with st.expander("Dense model training curve"):
     st.plotly_chart(training_curve_figure(state.dense.history), key="training_curve")
 
 
+def show_result(result: PruneResult, sparsity: float, accuracy_before_finetune: float | None = None) -> None:
+    dense, pruned, stats = state.evaluation, result.pruned, result.stats
+    cards = st.columns(5)
+    cards[0].metric("Dense accuracy", f"{100 * dense.accuracy:.2f}%")
+    cards[1].metric("Pruned accuracy", f"{100 * pruned.accuracy:.2f}%", f"{100 * (pruned.accuracy - dense.accuracy):+.2f} pts")
+    cards[2].metric("Sparsity achieved", f"{100 * stats.sparsity:.2f}%", help="fraction of prunable weights that are zero")
+    cards[3].metric("Compression", f"{stats.compression:.2f}x", help="all parameters / nonzero parameters")
+    cards[4].metric("Speedup (FLOPs)", f"{stats.speedup:.2f}x",
+                    help="theoretical: dense FLOPs / FLOPs of nonzero weights; a masked model is not faster in practice")
+    if accuracy_before_finetune is not None:
+        st.caption(f"Accuracy before fine-tuning {100 * accuracy_before_finetune:.2f}%, after {100 * pruned.accuracy:.2f}%.")
+    emptied = [layer.name for layer in stats.layers if layer.sparsity >= WARN_SPARSITY]
+    if emptied:
+        st.warning(f"Nearly emptied (at least {100 * WARN_SPARSITY:.0f}% pruned): {', '.join(emptied)}. "
+                   "Global scope can collapse a layer: try layerwise scope or a per-layer cap.")
+    if result.history:
+        st.plotly_chart(history_figure(result.history), key="run_history")
+    st.plotly_chart(layer_sparsity_figure(stats, target=sparsity), key="layer_sparsity")
+    st.plotly_chart(
+        class_recall_figure(list(state.data.class_names), dense.per_class_recall, pruned.per_class_recall,
+                            dense.accuracy, pruned.accuracy),
+        key="class_recall",
+    )
+
+
 @st.fragment
-def live_pruning():
+def pruning_panel():
     controls, results = st.columns([1, 3], gap="large")
     with controls:
         method = get_method(st.selectbox("Method", method_names(), key="method"))
         ui.method_help(method)
         sparsity = st.slider(
-            "Sparsity (fraction of prunable weights removed)", 0.0, 0.99, 0.8, 0.01, key="sparsity",
-            help="Parameter ratio over Linear/Conv weights, not a channel ratio.",
+            "Sparsity (fraction of prunable weights, or of neurons/filters/blocks, removed)", 0.0, 0.99, 0.8, 0.01,
+            key="sparsity", help="A parameter ratio for unstructured pruning; a channel or block ratio for structured/block.",
         )
         try:
             settings = ui.method_settings(method)
-            result = prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed)
+            schedule = ui.schedule_controls(experiment)
         except BadInputError as error:
             st.error(str(error))
             return
-    dense, pruned, stats = state.evaluation, result.pruned, result.stats
     with results:
-        cards = st.columns(5)
-        cards[0].metric("Dense accuracy", f"{100 * dense.accuracy:.2f}%")
-        cards[1].metric("Pruned accuracy", f"{100 * pruned.accuracy:.2f}%", f"{100 * (pruned.accuracy - dense.accuracy):+.2f} pts")
-        cards[2].metric("Sparsity achieved", f"{100 * stats.sparsity:.2f}%")
-        cards[3].metric("Compression", f"{stats.compression:.2f}x", help="all parameters / nonzero parameters")
-        cards[4].metric("Speedup (FLOPs)", f"{stats.speedup:.2f}x", help="dense FLOPs / FLOPs of nonzero weights; a masked model is not faster in practice")
-        emptied = [layer.name for layer in stats.layers if layer.sparsity >= WARN_SPARSITY]
-        if emptied:
-            st.warning(f"Nearly emptied (at least {100 * WARN_SPARSITY:.0f}% pruned): {', '.join(emptied)}. "
-                       "Global scope can collapse a layer; try layerwise scope.")
-        st.plotly_chart(layer_sparsity_figure(stats, target=sparsity), key="layer_sparsity")
-        st.plotly_chart(
-            class_recall_figure(list(state.data.class_names), dense.per_class_recall, pruned.per_class_recall,
-                                dense.accuracy, pruned.accuracy),
-            key="class_recall",
-        )
+        if schedule.is_live:
+            try:
+                result = prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed)
+            except BadInputError as error:
+                st.error(str(error))
+                return
+            show_result(result, sparsity)
+            return
+        steps_per_epoch = -(-len(state.data.y_train) // experiment.train.batch_size)
+        st.plotly_chart(schedule_preview_figure(sparsity_curve(schedule, sparsity, experiment.train.epochs, steps_per_epoch)),
+                        key="schedule_preview")
+        runs = st.session_state.setdefault("prune.runs", {})
+        run_key = (experiment, method.name, sparsity, tuple(sorted(settings.items())), schedule)
+        if st.button("Run schedule", type="primary", key="run_schedule"):
+            try:
+                with st.status(f"{schedule.kind} pruning with {method.name}", expanded=True) as status:
+                    bar = st.progress(0.0)
+                    runs[run_key] = run_prune(experiment, method.name, sparsity, settings,
+                                              progress=lambda fraction, message: bar.progress(min(fraction, 1.0), text=message),
+                                              schedule=schedule)
+                    status.update(label="Done", state="complete", expanded=False)
+            except BadInputError as error:
+                st.error(str(error))
+                return
+        outcome: ExperimentPruneResult | None = runs.get(run_key)
+        if outcome is None:
+            st.info("This schedule trains: press **Run schedule**. Its result is kept for this session.")
+            return
+        show_result(outcome.result, sparsity, outcome.accuracy_before_finetune)
 
 
-live_pruning()
+pruning_panel()

@@ -230,3 +230,34 @@ def _rewind_state(experiment: Experiment, data, schedule: Schedule) -> dict[str,
         fit(model, data, experiment.train, seed=experiment.seed, stop_after_epochs=schedule.rewind_epoch)
     return copy.deepcopy(model.state_dict())
 
+
+
+SCHEDULE_INFO = {
+    "oneshot": (
+        "Prune once. After training: the trained dense model is pruned (no training afterwards unless "
+        "fine-tuning is asked). At initialisation: the untrained network is pruned (SNIP-style) and the "
+        "sparse network is trained. Early: pruned after a few epochs, then trained on with the mask.",
+        r"m = \mathrm{top}_{(1-s)}\big(\mathrm{score}(w_t)\big),\quad t \in \{0,\ k,\ T\}",
+        "Lee, Ajanthan & Torr, SNIP, ICLR 2019; Blalock et al., What is the State of Neural Network Pruning?, MLSys 2020.",
+    ),
+    "iterative": (
+        "Lottery-ticket style: from the trained dense model, each round removes the same fraction of the "
+        "remaining weights, rewinds the survivors to their initial weights (or to those of an early epoch) "
+        "and retrains. Pruned weights stay pruned.",
+        r"s_r = 1 - (1 - s)^{r/n},\qquad w \leftarrow m_r \odot w_{\mathrm{rewind}}",
+        "Frankle & Carbin, The Lottery Ticket Hypothesis, ICLR 2019; Frankle et al., Linear Mode Connectivity "
+        "and the Lottery Ticket Hypothesis, ICML 2020 (rewinding).",
+    ),
+    "gradual": (
+        "Sparsity grows smoothly while the trained model keeps training (at a tenth of its learning rate), "
+        "fast at first and slowly near the end, reaching the target at 75% of the steps.",
+        r"s_t = s\left(1 - \left(1 - \frac{t}{T}\right)^3\right)",
+        "Zhu & Gupta, To prune, or not to prune: exploring the efficacy of pruning for model compression, 2017.",
+    ),
+    "gradflow": (
+        "The gradient-flow paper's early pruning: from initialisation, n rounds of one training epoch "
+        "followed by pruning, the cumulative fraction after round k given below, then training to the end.",
+        r"p_k = \frac{k\,p}{k\,p + n\,(1 - p)}",
+        "Lubana & Dick, A Gradient Flow Framework for Analyzing Network Pruning, ICLR 2021.",
+    ),
+}

@@ -110,3 +110,21 @@ def test_about_page_renders(app):
     app.switch_page("pages/about.py").run()
     assert not app.exception
     assert "compression" in app.markdown[0].value
+
+
+def test_a_schedule_that_trains_runs_behind_a_button_and_reports_before_and_after_finetuning(app):
+    app.slider(key="sparsity").set_value(0.9).run()
+    app.radio(key="schedule.kind").set_value("iterative").run()
+    app.slider(key="schedule.rounds").set_value(2).run()
+    assert not app.exception
+    preview = figure(app, "Planned sparsity")
+    assert max(preview["data"][0]["y"]) == pytest.approx(90.0)
+    assert not app.metric, "nothing is trained before the button is pressed"
+    app.slider(key="schedule.finetune_epochs").set_value(1).run()
+    app.button(key="run_schedule").click().run()
+    assert not app.exception
+    assert percent(metric(app, "Sparsity achieved")) == pytest.approx(0.9, abs=1e-4)
+    assert any("before fine-tuning" in caption.value for caption in app.caption)
+    history = figure(app, "Sparsity and accuracy during the run")
+    sparsities = history["data"][0]["y"]
+    assert sparsities == sorted(sparsities) and sparsities[-1] == pytest.approx(90.0, abs=0.01)
