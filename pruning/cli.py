@@ -146,7 +146,18 @@ def command_list(args) -> int:
     return 0
 
 
+def check_out_folder(folder: Path | None) -> None:
+    """Fail before any training if the output folder cannot be made."""
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BadInputError(f"cannot use --out {folder}: {error.strerror}") from None
+
+
 def command_prune(args) -> int:
+    check_out_folder(args.out)
     progress = None if args.json else _progress_printer("training")
     outcome = run_prune(
         experiment_from_args(args), args.method, args.sparsity, method_overrides(args),
@@ -169,6 +180,7 @@ def command_prune(args) -> int:
 def command_sweep(args) -> int:
     import pandas as pd
 
+    check_out_folder(args.out.parent)
     rows = run_sweep(
         experiment_from_args(args),
         methods=parse_list(args.methods, str, "methods"),
@@ -178,7 +190,6 @@ def command_sweep(args) -> int:
         schedule=schedule_from_args(args),
         progress=None if args.json else _progress_printer("sweep"),
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(args.out, index=False)
     if args.json:
         print(json.dumps({"rows": rows}))

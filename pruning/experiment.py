@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pruning.data import Dataset, load_dataset
+from pruning.errors import BadInputError
 from pruning.masks import atomic_torch_save
 from pruning.models import build_model
 from pruning.train import Progress, TrainConfig, fit
@@ -30,6 +31,13 @@ class Experiment:
     imbalance: float = 1.0
     seed: int = 0
     train: TrainConfig = TrainConfig()
+
+    def __post_init__(self):
+        # Equal choices must hash equally: 1 and 1.0 name the same model.
+        object.__setattr__(self, "imbalance", float(self.imbalance))
+        object.__setattr__(self, "seed", int(self.seed))
+        if not 0 <= self.seed < 2**63:
+            raise BadInputError(f"seed must be in [0, 2^63), got {self.seed}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,16 +76,20 @@ def cached_dense_path(experiment: Experiment) -> Path:
 
 
 def _read_cache(path: Path, model: nn.Module) -> list[dict] | None:
-    """The history stored with the weights, after loading them into ``model``; None if the file
-    is missing, truncated, corrupt or does not fit the model."""
+    """The history stored with the weights, after loading them into ``model``; None, with
+    ``model`` untouched, if the file is missing, truncated, corrupt or does not fit the model."""
     if not path.exists():
         return None
     try:
         entry = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(entry["state_dict"])
-        return list(entry["history"])
+        state, history = entry["state_dict"], list(entry["history"])
+        expected = model.state_dict()
+        if set(state) != set(expected) or any(state[name].shape != expected[name].shape for name in expected):
+            return None
     except Exception:  # any unreadable entry is rebuilt, never trusted
         return None
+    model.load_state_dict(state)
+    return history
 
 
 def train_dense(experiment: Experiment, progress: Progress | None = None, use_cache: bool = True) -> DenseModel:

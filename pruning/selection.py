@@ -152,6 +152,8 @@ def mask_from_scores(
     else:
         flat = torch.cat(list(groups.values()))
         amount, allowed = round(sparsity * flat.numel()), flat.numel() - sum(protected.values())
+        if amount >= flat.numel():
+            raise BadInputError(f"sparsity {sparsity} rounds to pruning all {flat.numel()} groups; nothing would be left")
         if amount > allowed:
             raise BadInputError(
                 f"sparsity {sparsity} needs {amount} of {flat.numel()} groups pruned, but the per-layer cap "

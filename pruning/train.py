@@ -38,6 +38,8 @@ class TrainConfig:
     optimizer: str = "sgd"
 
     def __post_init__(self):
+        for name, kind in (("epochs", int), ("batch_size", int), ("lr", float), ("momentum", float), ("weight_decay", float)):
+            object.__setattr__(self, name, kind(getattr(self, name)))  # 1 and 1.0 are the same choice
         if self.optimizer not in OPTIMIZERS:
             raise BadInputError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
         if self.epochs < 0 or self.batch_size < 1 or not (self.lr > 0 and math.isfinite(self.lr)):

@@ -128,3 +128,8 @@ def test_block_masks_are_whole_blocks_of_the_2d_kernel(block_size):
             for col in range(0, matrix.shape[1], block_size):
                 block = matrix[row : row + block_size, col : col + block_size]
                 assert block.all() or not block.any(), f"{name} block at ({row}, {col}) is mixed"
+
+
+def test_a_sparsity_that_rounds_to_every_weight_is_rejected():
+    with pytest.raises(BadInputError, match="nothing would be left"):
+        mask_from_scores({"a": torch.rand(10)}, 0.99, allow_empty_layers=True)

@@ -1,0 +1,239 @@
+"""``python -m pruning`` end to end, as a user runs it (subprocesses, real exit codes and streams).
+
+Starting Python + torch costs about 2 s of CPU per process, so every command of this module is
+launched once, concurrently, by the module fixture ``runs``; the tests then check the results.
+"""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from pruning.data import load_dataset
+from pruning.methods import METHODS
+from pruning.models import MODELS, build_model, prunable_weight_names
+from pruning.train import evaluate
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = ["--dataset", "mnist-5k", "--model", "mlp", "--epochs", "1"]
+SPARSITY = 0.8
+
+# name: (arguments, regular expression the one error line must match)
+BAD_INPUTS = {
+    "unknown_dataset": (["prune", "--dataset", "nope", "--model", "mlp", "--epochs", "1", "--sparsity", "0.5"], r"unknown dataset 'nope'"),
+    "unknown_model": (["prune", "--dataset", "mnist-5k", "--model", "nope", "--epochs", "1", "--sparsity", "0.5"], r"unknown model 'nope'"),
+    "unknown_method": (["prune", *FAST, "--method", "nope", "--sparsity", "0.5"], r"unknown method 'nope'"),
+    "sparsity_one": (["prune", *FAST, "--sparsity", "1.0"], r"sparsity"),
+    "sparsity_negative": (["prune", *FAST, "--sparsity", "-0.1"], r"sparsity"),
+    "sparsity_nan": (["prune", *FAST, "--sparsity", "nan"], r"sparsity"),
+    "sparsity_abc": (["prune", *FAST, "--sparsity", "abc"], r"sparsity.*'abc'"),
+    "set_unknown_key": (["prune", *FAST, "--sparsity", "0.5", "--set", "bogus=1"], r"unknown setting 'bogus'"),
+    "set_bad_scope": (["prune", *FAST, "--sparsity", "0.5", "--set", "scope=sideways"], r"scope.*'sideways'"),
+    "set_without_equals": (["prune", *FAST, "--sparsity", "0.5", "--set", "scope"], r"KEY=VALUE"),
+    "missing_sparsity": (["prune", *FAST], r"--sparsity"),
+    "lenet5_on_digits": (["prune", "--dataset", "digits", "--model", "lenet5", "--epochs", "1", "--sparsity", "0.5"], r"lenet5.*8x8"),
+    "unknown_subcommand": (["frobnicate"], r"frobnicate"),
+    "imbalance_below_one": (["prune", *FAST, "--imbalance", "0.5", "--sparsity", "0.5"], r"imbalance"),
+}
+
+# Inputs that only fail deep inside torch or after training unless checked up front.
+LATE_FAILURES = {
+    "huge_seed": (["prune", *FAST, "--seed", "99999999999999999999", "--sparsity", "0.5"], r"seed"),
+    "out_is_not_a_folder": (["prune", *FAST, "--sparsity", "0.5", "--out", "{blocker}/sub"], r"sub"),
+}
+
+
+def launch(args, cache, timeout=240):
+    env = {**os.environ, "PRUNING_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "pruning", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    (root / "blocker").write_text("a file where a folder is expected")
+    return {"cache": root / "cache", "bad": root / "bad-caches", "out": root / "out", "blocker": root / "blocker"}
+
+
+@pytest.fixture(scope="module")
+def runs(folders):
+    """Every command of this module, run concurrently (one intra-op thread each, one process per core)."""
+    good = {
+        "prune": ["prune", *FAST, "--method", "magnitude", "--sparsity", str(SPARSITY), "--json", "--out", str(folders["out"])],
+        "layerwise": ["prune", *FAST, "--method", "magnitude", "--sparsity", str(SPARSITY), "--scope", "layerwise", "--json"],
+        "list": ["list", "--json"],
+    }
+    jobs = {name: (args, folders["cache"]) for name, args in good.items()}
+    # every bad-input run gets its own empty cache folder, to show it trained nothing
+    for name, (args, _) in {**BAD_INPUTS, **LATE_FAILURES}.items():
+        args = [arg.replace("{blocker}", str(folders["blocker"])) for arg in args]
+        jobs[name] = (args, folders["bad"] / name)
+    with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
+        futures = {name: pool.submit(launch, args, cache) for name, (args, cache) in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def one_json_object(completed):
+    assert completed.returncode == 0, completed.stderr
+    text = completed.stdout.strip()
+    assert text.count("\n") == 0, "stdout must hold exactly one line: the JSON object"
+    value = json.loads(text)
+    assert isinstance(value, dict)
+    return value
+
+
+# --- list ---
+
+
+def test_list_json_is_one_object_with_datasets_models_and_methods(runs):
+    listing = one_json_object(runs["list"])
+    assert set(listing) == {"datasets", "models", "methods"}
+    assert [entry["name"] for entry in listing["models"]] == list(MODELS)
+    dataset_names = [entry["name"] for entry in listing["datasets"]]
+    assert "mnist-5k" in dataset_names and "digits" in dataset_names
+    methods = {entry["name"]: entry for entry in listing["methods"]}
+    assert {"magnitude", "random"} <= set(methods)
+    assert set(methods) == set(METHODS)
+    assert methods["magnitude"]["params"] and methods["random"]["params"]
+    for method in listing["methods"]:
+        assert method["description"].strip()
+        assert isinstance(method["params"], list)
+        for param in method["params"]:
+            assert {"name", "type", "default", "min", "max", "help"} <= set(param)
+            assert param["type"] in {"float", "int", "bool", "choice"}
+            assert param["help"].strip()
+    scope = {param["name"]: param for param in methods["magnitude"]["params"]}["scope"]
+    assert scope["default"] == "global" and set(scope["choices"]) == {"global", "layerwise"}
+
+
+# --- prune ---
+
+
+@pytest.fixture(scope="module")
+def report(runs):
+    return one_json_object(runs["prune"])
+
+
+def test_prune_json_has_the_documented_fields(report):
+    assert report["dataset"] == "mnist-5k"
+    assert report["model"] == "mlp"
+    assert report["method"] == "magnitude"
+    assert report["seed"] == 0
+    assert report["target_sparsity"] == SPARSITY
+    assert abs(report["sparsity"] - SPARSITY) <= 1e-6
+    assert report["compression"] > 1
+    assert report["compression"] == pytest.approx(report["params_total"] / report["params_nonzero"])
+    assert report["params_total"] == 266_610
+    assert report["flops_dense"] == 532_400
+    assert 0 < report["flops_pruned"] < report["flops_dense"]
+    assert report["theoretical_speedup"] == pytest.approx(report["flops_dense"] / report["flops_pruned"])
+    for part in ("dense", "pruned"):
+        summary = report[part]
+        assert {"accuracy", "loss", "per_class_recall"} <= set(summary)
+        assert 0.0 <= summary["accuracy"] <= 1.0 and math.isfinite(summary["loss"])
+        assert len(summary["per_class_recall"]) == 10
+        assert all(0.0 <= r <= 1.0 for r in summary["per_class_recall"])
+    assert report["dense"]["accuracy"] > 0.5  # one epoch of mlp on mnist-5k
+    layers = report["layers"]
+    assert [layer["name"] for layer in layers] == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    assert [layer["params"] for layer in layers] == [235_200, 30_000, 1_000]
+    assert all({"name", "params", "sparsity"} <= set(layer) for layer in layers)
+    pruned = sum(layer["params"] * layer["sparsity"] for layer in layers)
+    assert pruned / sum(layer["params"] for layer in layers) == pytest.approx(SPARSITY, abs=1e-6)
+    assert report["seconds"] > 0
+
+
+def test_layerwise_scope_prunes_every_layer_to_the_sparsity(runs):
+    layerwise = one_json_object(runs["layerwise"])
+    assert layerwise["settings"]["scope"] == "layerwise"
+    assert abs(layerwise["sparsity"] - SPARSITY) <= 1e-3
+    for layer in layerwise["layers"]:
+        assert abs(layer["sparsity"] - SPARSITY) <= 1 / layer["params"] + 1e-12, layer
+
+
+def test_global_scope_gives_layers_different_sparsities(report):
+    assert report["settings"]["scope"] == "global"
+    sparsities = [layer["sparsity"] for layer in report["layers"]]
+    assert max(sparsities) - min(sparsities) > 0.01
+
+
+def test_out_writes_loadable_plain_files_consistent_with_the_report(folders, report):
+    out = folders["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["dense.pt", "mask.pt", "model.pt", "result.json"]
+    dense = torch.load(out / "dense.pt", weights_only=True)
+    pruned = torch.load(out / "model.pt", weights_only=True)
+    mask = torch.load(out / "mask.pt", weights_only=True)
+
+    assert not any(key.endswith(("weight_orig", "weight_mask")) for key in pruned)
+    fresh = build_model("mlp", (1, 28, 28), 10)
+    fresh.load_state_dict(pruned, strict=True)
+    build_model("mlp", (1, 28, 28), 10).load_state_dict(dense, strict=True)
+    assert set(mask) == set(prunable_weight_names(fresh))
+    for name, tensor in pruned.items():
+        if name in mask:
+            keep = mask[name]
+            assert keep.dtype == torch.bool and keep.shape == tensor.shape
+            assert torch.all(tensor[~keep] == 0)
+            assert torch.equal(tensor[keep], dense[name][keep])
+        else:
+            assert torch.equal(tensor, dense[name])  # biases are never pruned
+    pruned_count = sum(int((~keep).sum()) for keep in mask.values())
+    assert pruned_count / sum(keep.numel() for keep in mask.values()) == pytest.approx(SPARSITY, abs=1e-6)
+
+    saved = json.loads((out / "result.json").read_text())
+    for key in ("dataset", "model", "method", "seed", "target_sparsity", "sparsity", "compression", "flops_dense", "flops_pruned", "dense", "pruned", "layers"):
+        assert saved[key] == report[key], key
+    assert saved == report
+
+    # the files reproduce the reported accuracies
+    data = load_dataset("mnist-5k")
+    assert evaluate(fresh, data.x_test, data.y_test, 10).accuracy == pytest.approx(report["pruned"]["accuracy"], abs=1e-9)
+    dense_model = build_model("mlp", (1, 28, 28), 10)
+    dense_model.load_state_dict(dense)
+    assert evaluate(dense_model, data.x_test, data.y_test, 10).accuracy == pytest.approx(report["dense"]["accuracy"], abs=1e-9)
+
+
+def test_the_dense_model_is_cached_once_for_both_prune_runs(folders, runs):
+    assert runs["prune"].returncode == 0 and runs["layerwise"].returncode == 0
+    dense = [p for p in (folders["cache"] / "dense").iterdir()]
+    assert len(dense) == 1 and dense[0].name.startswith("mnist-5k-mlp-") and dense[0].suffix == ".pt"
+    assert not any(p.name.endswith(".tmp") for p in folders["cache"].rglob("*"))
+
+
+# --- bad input ---
+
+
+def check_one_line_error(completed, pattern):
+    assert completed.returncode == 2, (completed.returncode, completed.stderr[-2000:])
+    assert "Traceback" not in completed.stderr
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, completed.stderr
+    assert completed.stderr.strip() == lines[0]
+    assert lines[0].startswith("error: ") and len(lines[0]) > len("error: ") + 5
+    assert completed.stdout == ""
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_on_stderr_and_exit_code_2_before_any_training(folders, runs, case):
+    completed = runs[case]
+    check_one_line_error(completed, BAD_INPUTS[case][1])
+    cache = folders["bad"] / case
+    assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*")), "trained (and cached) a model first"
+
+
+def test_a_seed_torch_cannot_take_is_a_one_line_error(runs):
+    check_one_line_error(runs["huge_seed"], LATE_FAILURES["huge_seed"][1])
+
+
+def test_an_unusable_out_folder_is_a_one_line_error(runs):
+    check_one_line_error(runs["out_is_not_a_folder"], LATE_FAILURES["out_is_not_a_folder"][1])
