@@ -7,11 +7,16 @@ how a criterion's weight scores combine into a neuron/filter/block score.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
+from torch.func import functional_call
+
+from pruning.analysis.hessian import gradient, hessian_vector_product
+from pruning.errors import BadInputError
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,188 @@ def random_scores(model: nn.Module, names: list[str], context) -> dict[str, torc
     return {name: torch.rand(parameters[name].shape, generator=generator) for name in names}
 
 
+# --- data-driven criteria: g = dL/dw and H g on a class-balanced training batch ---
+
+SCORING_CHUNK = 256  # samples per forward pass when the scoring batch is large (memory bound)
+
+
+def balanced_batch(data, samples_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``samples_per_class`` training samples of every class (all of a class's samples if it has
+    fewer), drawn with ``seed``; returned in training-set order. The test split is never used."""
+    if int(samples_per_class) < 1:
+        raise BadInputError(f"samples_per_class must be at least 1, got {samples_per_class}")
+    generator = torch.Generator().manual_seed(int(seed))
+    picks = []
+    for label in range(data.num_classes):
+        members = torch.nonzero(data.y_train == label).flatten()
+        picks.append(members[torch.randperm(len(members), generator=generator)[: int(samples_per_class)]])
+    index = torch.sort(torch.cat(picks)).values
+    if index.numel() == 0:
+        raise BadInputError("the training split has no samples to score the weights with")
+    return data.x_train[index], data.y_train[index]
+
+
+@dataclass
+class LossSignals:
+    """Per prunable weight (keyed by name): the weights ``w`` as scored (masked if the context
+    holds a mask), ``g = dL/dw`` and, when asked for, ``H g``."""
+
+    weights: dict[str, torch.Tensor]
+    gradient: dict[str, torch.Tensor]
+    hessian_gradient: dict[str, torch.Tensor] | None = None
+
+
+def loss_signals(model: nn.Module, names: list[str], context, hessian: bool = False) -> LossSignals:
+    """``g = dL/dw``, L the mean cross-entropy over :func:`balanced_batch`, and optionally
+    ``H g`` (``H`` the Hessian of L in the prunable weights, by double backprop of
+    ``g . stop_grad(g)``, as GraSP and the gradient-flow paper compute it).
+
+    The model is run in eval mode (batch-norm statistics are used, not updated) through
+    ``torch.func.functional_call`` with detached copies of its weights, so its parameters,
+    ``.grad`` fields, buffers and train/eval mode are all left as they were. Large batches
+    are processed in chunks; ``g`` is the full-batch mean and ``H g`` uses that ``g``."""
+    if getattr(context, "data", None) is None or not hasattr(context.data, "x_train"):
+        raise BadInputError("this criterion scores weights on training data, and none was given")
+    x, y = balanced_batch(context.data, context.samples_per_class, context.seed)
+    tensors = {name: parameter.detach() for name, parameter in model.named_parameters()}
+    mask = getattr(context, "mask", None)
+    masked = mask is not None
+    weights = [
+        (tensors[name] * mask[name] if masked and name in mask else tensors[name].clone()).requires_grad_(True)
+        for name in names
+    ]
+    tensors.update(zip(names, weights))
+    chunks = list(zip(x.split(SCORING_CHUNK), y.split(SCORING_CHUNK)))
+
+    def chunk_loss(x_chunk, y_chunk):
+        logits = functional_call(model, tensors, (x_chunk,))
+        return nn.functional.cross_entropy(logits, y_chunk, reduction="sum") / len(y)
+
+    was_training = model.training
+    model.eval()
+    try:
+        grads = [torch.zeros_like(w) for w in weights]
+        for x_chunk, y_chunk in chunks:
+            grads = [total + part for total, part in zip(grads, gradient(chunk_loss(x_chunk, y_chunk), weights))]
+        hessian_gradient = None
+        if hessian:
+            hessian_gradient = [torch.zeros_like(w) for w in weights]
+            for x_chunk, y_chunk in chunks:
+                part = hessian_vector_product(lambda: chunk_loss(x_chunk, y_chunk), weights, grads)
+                hessian_gradient = [total + p for total, p in zip(hessian_gradient, part)]
+    finally:
+        model.train(was_training)
+    return LossSignals(
+        weights={name: w.detach() for name, w in zip(names, weights)},
+        gradient={name: g.detach() for name, g in zip(names, grads)},
+        hessian_gradient=None if hessian_gradient is None else dict(zip(names, hessian_gradient)),
+    )
+
+
+def snip_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
+    """Loss preservation / SNIP connection sensitivity ``|w * g|`` (METHODS.md section 2).
+
+    SNIP divides every score by the sum of all scores; that positive constant changes no
+    ranking, so it is left out (the selected weights are identical)."""
+    signals = loss_signals(model, names, context)
+    return {name: (signals.weights[name] * signals.gradient[name]).abs() for name in names}
+
+
+def biased_loss_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
+    """Biased loss preservation ``|w^2 * g|`` (Lubana & Dick): loss preservation times ``|w|``."""
+    signals = loss_signals(model, names, context)
+    return {name: (signals.weights[name].square() * signals.gradient[name]).abs() for name in names}
+
+
+def taylor_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
+    """First-order Taylor importance ``(w * g)^2`` per weight (Molchanov et al. 2019).
+
+    Reading chosen for filters/neurons: the *sum of the per-weight* ``(w g)^2`` over the group
+    (aggregate ``sum``), not Molchanov's group form ``(sum over the group of w g)^2``, which lets
+    opposite-signed contributions cancel. Per weight the two readings coincide."""
+    signals = loss_signals(model, names, context)
+    return {name: (signals.weights[name] * signals.gradient[name]).square() for name in names}
+
+
+def grasp_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
+    """GraSP (Wang et al. 2020), importance ``w * (H g)``: the **negated** GraSP score.
+
+    GraSP's score is ``S = -w * (H g)`` and GraSP removes the weights with the *largest* S
+    (METHODS.md section 2; the GraSP and gradient-flow papers' code agree). Why: removing weight
+    ``w`` moves the weights by ``delta = -w e_w``, and the gradient norm changes by
+    ``d(g^T g) ~ 2 delta^T H g = -2 w (H g) = 2 S``: the largest S are the weights whose removal
+    raises (or least lowers) the gradient flow, the most negative S those whose removal would cut
+    it most. Our selection keeps the *highest* scores and prunes the lowest, so this function
+    returns ``-S = w * (H g)``: pruning its lowest values is removing GraSP's largest S. The
+    score is signed (no absolute value); filters/neurons sum it. GraSP's own code divides the
+    logits by a temperature (200) first; here ``g`` and ``H`` are those of the plain
+    cross-entropy, as METHODS.md defines them."""
+    signals = loss_signals(model, names, context, hessian=True)
+    return {name: signals.weights[name] * signals.hessian_gradient[name] for name in names}
+
+
+def grad_norm_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
+    """Gradient-norm preservation ``|w * (H g)|`` (Lubana & Dick): the first-order change of
+    ``||g||^2`` on removing ``w`` is ``-2 w (H g)``; keep the weights whose removal changes it most."""
+    signals = loss_signals(model, names, context, hessian=True)
+    return {name: (signals.weights[name] * signals.hessian_gradient[name]).abs() for name in names}
+
+
+def _unclipped(model: nn.Module) -> nn.Module:
+    """``model``, or a copy with clipped activations (ReLU6, Hardtanh) replaced by ReLU.
+
+    SynFlow assumes positively homogeneous activations; on the all-ones input with |w| weights
+    ReLU6 saturates (mobilenet_v2) and no gradient reaches the earlier layers at all."""
+    if not any(isinstance(module, nn.Hardtanh) for module in model.modules()):
+        return model
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.Hardtanh):
+                setattr(parent, child_name, nn.ReLU())
+    return model
+
+
+def synflow_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
+    """SynFlow (Tanaka et al. 2020): ``|w| * dR/d|w|`` with ``R = sum f(1; |w|)``, no data.
+
+    As the authors' code does, every parameter and floating buffer is replaced by its absolute
+    value (the prunable weights also multiplied by the current mask, if any), the network runs
+    in eval mode, in float64 to avoid overflow, on one all-ones input of the data's
+    ``input_shape`` (clipped activations such as ReLU6 become ReLU, see :func:`_unclipped`). It
+    runs through ``torch.func.functional_call`` (on a copy if activations were swapped), so the
+    model is untouched. Scores are divided by R, which changes no ranking and keeps them in float32 range (each
+    layer's scores then sum to about 1: SynFlow's conservation law). Weights the mask has already
+    pruned score -1, below every live weight (live scores are >= 0), so they stay pruned."""
+    mask = getattr(context, "mask", None)
+    tensors = {name: tensor.detach().abs().double() for name, tensor in model.named_parameters()}
+    for name, buffer in model.named_buffers():
+        tensors[name] = buffer.detach().abs().double() if buffer.is_floating_point() else buffer
+    weights = [
+        (tensors[name] * mask[name] if mask is not None and name in mask else tensors[name]).requires_grad_(True)
+        for name in names
+    ]
+    tensors.update(zip(names, weights))
+    ones = torch.ones(1, *context.data.input_shape, dtype=torch.float64)
+    network = _unclipped(model)
+    was_training = network.training
+    network.eval()
+    try:
+        flow = functional_call(network, tensors, (ones,)).sum()
+        grads = gradient(flow, weights)
+    finally:
+        network.train(was_training)
+    if not torch.isfinite(flow) or flow <= 0:
+        raise BadInputError(
+            f"SynFlow's synaptic flow R is {flow.item()} (overflow or a dead network); it cannot rank weights"
+        )
+    scores = {}
+    for name, weight, grad in zip(names, weights, grads):
+        score = (weight.detach() * grad / flow.detach()).float()
+        scores[name] = torch.where(mask[name], score, -1.0) if mask is not None and name in mask else score
+    return scores
+
+
 CRITERIA: dict[str, Criterion] = {
     criterion.name: criterion
     for criterion in (
@@ -59,6 +246,80 @@ CRITERIA: dict[str, Criterion] = {
             "Blalock, Gonzalez Ortiz, Frankle & Guttag, What is the State of Neural Network Pruning?, MLSys 2020.",
             random_scores,
             needs_data=False,
+        ),
+        Criterion(
+            "snip",
+            "Loss preservation (SNIP's connection sensitivity): keep the weights whose removal would change "
+            "the loss most to first order, |w g|, with g the loss gradient on a class-balanced training batch. "
+            "Favours weights that are both large and on a steep direction of the loss. Good at or near "
+            "initialisation and on barely trained models; once a model has converged g is small and noisy "
+            "and it can do worse than magnitude. Filters/neurons sum their weights' scores.",
+            r"s(w) = \left| w \odot \frac{\partial L}{\partial w} \right|",
+            "Lee, Ajanthan & Torr, SNIP: Single-shot Network Pruning based on Connection Sensitivity, ICLR 2019; "
+            "as loss preservation in Lubana & Dick, A Gradient Flow Framework for Analyzing Network Pruning, "
+            "ICLR 2021.",
+            snip_scores,
+        ),
+        Criterion(
+            "biased-loss",
+            "Biased loss preservation: |w^2 g|, loss preservation weighted once more by |w|. Between magnitude "
+            "and SNIP: it favours removing small weights (a small weight needs a very steep gradient to "
+            "survive), which the gradient-flow paper found to track magnitude's fast early convergence while "
+            "still using the loss. Filters/neurons sum their weights' scores.",
+            r"s(w) = \left| w^2 \odot \frac{\partial L}{\partial w} \right|",
+            "Lubana & Dick, A Gradient Flow Framework for Analyzing Network Pruning, ICLR 2021.",
+            biased_loss_scores,
+        ),
+        Criterion(
+            "grasp",
+            "GraSP (gradient signal preservation): score S = -w (H g), signed, and remove the weights with the "
+            "largest S, i.e. keep those whose removal would most reduce the gradient norm (gradient flow) of the "
+            "network; H g is a Hessian-gradient product by double backprop. Meant for pruning at initialisation "
+            "so the sparse network still trains quickly. Because it is signed it may keep weights that increase "
+            "the loss and it can hurt, especially on trained models (the gradient-flow paper's finding). "
+            "Filters/neurons sum the signed scores.",
+            r"S(w) = -\,w \odot (H g) \ \text{(largest removed)}, \qquad s(w) = -S(w) = w \odot (H g)",
+            "Wang, Zhang & Grosse, Picking Winning Tickets Before Training by Preserving Gradient Flow, ICLR 2020.",
+            grasp_scores,
+        ),
+        Criterion(
+            "grad-norm",
+            "Gradient-norm preservation: |w (H g)|, the size of the first-order change of the gradient norm "
+            "||g||^2 if the weight were removed; keep the weights that change it most, in either direction. "
+            "The unsigned counterpart of GraSP from the gradient-flow paper: it preserves the training dynamics "
+            "rather than the loss, and costs a Hessian-vector product. Filters/neurons sum their weights' scores.",
+            r"s(w) = \left| w \odot (H g) \right|, \qquad H g = \nabla_w \big( g^\top \operatorname{sg}(g) \big)",
+            "Lubana & Dick, A Gradient Flow Framework for Analyzing Network Pruning, ICLR 2021.",
+            grad_norm_scores,
+        ),
+        Criterion(
+            "taylor",
+            "First-order Taylor importance: (w g)^2, the squared first-order change of the loss when the weight "
+            "is removed, with g on a class-balanced training batch. Designed for pruning trained networks "
+            "filter by filter; a filter/neuron scores the sum of its weights' (w g)^2 (Molchanov et al. also "
+            "define the group score as the square of the summed w g; this lab sums the squares). Squaring "
+            "makes a few large contributions dominate; like SNIP it is only as good as the batch gradient.",
+            r"s(w) = \left( w \odot \frac{\partial L}{\partial w} \right)^2, \qquad s(F) = \sum_{w \in F} (w\, g_w)^2",
+            "Molchanov, Mallya, Tyree, Frosio & Kautz, Importance Estimation for Neural Network Pruning, CVPR 2019 "
+            "(first introduced in Molchanov et al., Pruning Convolutional Neural Networks for Resource Efficient "
+            "Inference, ICLR 2017).",
+            taylor_scores,
+        ),
+        Criterion(
+            "synflow",
+            "SynFlow (iterative synaptic flow conservation): data-free. Replace every weight by |w|, feed an "
+            "all-ones input, and score each weight by its share |w| dR/d|w| of the total output R. Rescored "
+            "over many rounds (default 100) with exponentially growing sparsity, it conserves the flow through "
+            "every layer and so avoids layer collapse, where one-shot scores cut a layer off entirely at high "
+            "sparsity. Needs no data and works at initialisation; it ignores the task, so on trained "
+            "networks it is usually beaten by magnitude. Filters/neurons sum their weights' scores.",
+            r"s(w) = |w| \odot \frac{\partial R}{\partial |w|}, \qquad "
+            r"R = \mathbf{1}^\top f\big(\mathbf{1};\, |w| \odot m\big)",
+            "Tanaka, Kunin, Yamins & Ganguli, Pruning Neural Networks without any Data by Iteratively Conserving "
+            "Synaptic Flow, NeurIPS 2020.",
+            synflow_scores,
+            needs_data=False,
+            iterative=True,
         ),
     )
 }

@@ -1,0 +1,1 @@
+"""Analysis tools for trained and pruned networks: curvature (Hessian-vector products) and more."""
