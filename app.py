@@ -10,6 +10,8 @@ st.set_page_config(page_title="Pruning Explorer", page_icon=":material/content_c
 
 pages = [
     st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:", default=True),
+    st.Page("pages/masks.py", title="Masks", icon=":material/grid_on:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("pages/about.py", title="About", icon=":material/info:"),
 ]
 navigation = st.navigation(pages)

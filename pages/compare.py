@@ -1,0 +1,163 @@
+"""Compare page: methods over a sparsity sweep, ShrinkBench-style, behind a "Run sweep" button."""
+
+import re
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from pruning.errors import BadInputError
+from pruning.methods import get_method, method_names
+from pruning.plots import sweep_accuracy_figure
+from pruning.schedules import SCHEDULES, Schedule
+from pruning.selection import check_sparsity
+from pruning.sweep import BASELINES, run_sweep
+
+DEFAULT_SPARSITIES = "0.5, 0.75, 0.9, 0.95, 0.98"
+MAX_SEEDS = 3
+SELECTION = {param.name: param for param in get_method("magnitude").params}
+TABLE_COLUMNS = ("method", "seed", "target_sparsity", "sparsity", "compression", "theoretical_speedup",
+                 "accuracy_before_finetune", "accuracy_after_finetune", "dense_accuracy", "granularity", "schedule",
+                 "finetune_epochs", "seconds")
+
+
+def parse_sparsities(text: str) -> list[float]:
+    """A list such as "0.5, 0.9, 95%" as sorted distinct fractions in [0, 1)."""
+    parts = [part for part in re.split(r"[,;\s]+", text.strip()) if part]
+    if not parts:
+        raise BadInputError("enter at least one sparsity, for example 0.5, 0.9")
+    values = []
+    for part in parts:
+        number = part.removesuffix("%")
+        try:
+            value = float(number) / (100 if part.endswith("%") else 1)
+        except ValueError:
+            raise BadInputError(f"{part!r} is not a number: sparsities are fractions in [0, 1), e.g. 0.9") from None
+        values.append(check_sparsity(value))
+    return sorted(set(values))
+
+
+def compression_note(sparsities: list[float]) -> str:
+    return ", ".join(f"{s:g} → {1 / (1 - s):.3g}×" for s in sparsities)
+
+
+def run_with_progress(experiment, methods, sparsities, seeds, overrides, schedule) -> list[dict]:
+    total = len(methods) * len(sparsities) * len(seeds)
+    with st.status(f"Running the sweep: {total} prunings", expanded=True) as status:
+        bar = st.progress(0.0, text="starting")
+
+        def report(fraction: float, message: str) -> None:
+            bar.progress(min(max(fraction, 0.0), 1.0), text=f"{message} ({100 * fraction:.0f}%)")
+
+        try:
+            rows = run_sweep(experiment, methods, sparsities, seeds, overrides, schedule, progress=report)
+        except ui.USER_ERRORS:
+            status.update(label="The sweep stopped", state="error", expanded=False)
+            raise
+        status.update(label=f"Sweep done: {total} prunings", state="complete", expanded=False)
+    return rows
+
+
+def show_results(rows: list[dict], key) -> None:
+    ran_on, methods, sparsities, seeds, settings, schedule = key
+    if ran_on != experiment:
+        st.warning(f"These results are for {ran_on.model} on {ran_on.dataset} (imbalance {ran_on.imbalance:g}, "
+                   f"{ran_on.train.epochs} epochs), not the experiment now chosen in the sidebar: run the sweep again.")
+    st.caption(
+        f"Methods {', '.join(methods)} · sparsities {', '.join(f'{s:g}' for s in sparsities)} · seeds "
+        f"{', '.join(map(str, seeds))} · " + ", ".join(f"{name} {value}" for name, value in settings)
+        + f" · schedule {schedule.kind}, {schedule.finetune_epochs} fine-tuning epochs. "
+        "Points are means over seeds; error bars span min to max."
+    )
+    left, right = st.columns(2, gap="medium")
+    left.plotly_chart(sweep_accuracy_figure(rows, "compression"), key="compare.vs_compression")
+    right.plotly_chart(sweep_accuracy_figure(rows, "theoretical_speedup"), key="compare.vs_speedup")
+    frame = pd.DataFrame(rows)
+    shown = [column for column in TABLE_COLUMNS if column in frame] + [c for c in frame if c not in TABLE_COLUMNS]
+    percent = st.column_config.NumberColumn(format="%.4f")
+    st.dataframe(
+        frame[shown],
+        hide_index=True,
+        column_config={
+            "target_sparsity": percent, "sparsity": percent,
+            "compression": st.column_config.NumberColumn(format="%.2f×"),
+            "theoretical_speedup": st.column_config.NumberColumn(format="%.2f×"),
+            "accuracy_before_finetune": percent, "accuracy_after_finetune": percent, "dense_accuracy": percent,
+            "seconds": st.column_config.NumberColumn(format="%.2f"),
+        },
+    )
+    st.download_button(
+        "Download CSV", frame[shown].to_csv(index=False), file_name=f"sweep-{ran_on.model}-{ran_on.dataset}.csv",
+        mime="text/csv", key="compare.download", icon=":material/download:", on_click="ignore",
+    )
+
+
+experiment = ui.current_experiment()
+st.title("Compare")
+st.caption(f"{experiment.model} on {experiment.dataset} · imbalance {experiment.imbalance:g} · seed {experiment.seed}")
+st.markdown(
+    "Prune the dense model with several methods at several sparsities and compare accuracy against "
+    "compression (all parameters / nonzero parameters) and theoretical speedup (dense FLOPs / FLOPs of the "
+    "nonzero weights), as ShrinkBench reports them. The **random** and **magnitude** baselines always run. "
+    "A sparsity s keeps a fraction 1 − s of the prunable weights: compression of those weights is 1 / (1 − s)."
+)
+state = ui.dense_state(experiment)
+
+with st.form("compare.form"):
+    left, right = st.columns(2, gap="large")
+    with left:
+        extra = st.multiselect(
+            "Methods (random and magnitude always run too)",
+            [name for name in method_names() if name not in BASELINES],
+            key="compare.methods",
+            help="The baselines are added to whatever is chosen here, so an empty choice compares the two baselines.",
+        )
+        sparsity_text = st.text_input(
+            "Sparsities (fractions pruned, comma-separated)", DEFAULT_SPARSITIES, key="compare.sparsities",
+            help="Each in [0, 1); 95% also works. Compression of the prunable weights is 1 / (1 − s): "
+            "0.5 → 2×, 0.75 → 4×, 0.9 → 10×, 0.95 → 20×, 0.98 → 50×.",
+        )
+        seed_count = st.slider(
+            "Number of seeds", 1, MAX_SEEDS, 1, key="compare.seeds",
+            help=f"Seeds {experiment.seed}, {experiment.seed + 1}, ...: each seed trains its own dense model (cached).",
+        )
+    with right:
+        granularity = ui.param_widget(SELECTION["granularity"], key="compare.granularity")
+        scope = ui.param_widget(SELECTION["scope"], key="compare.scope")
+        block_size = ui.param_widget(SELECTION["block_size"], key="compare.block_size")
+        kind = st.selectbox(
+            "Schedule", SCHEDULES, key="compare.schedule",
+            help="oneshot: prune the trained model once; iterative: lottery-ticket rounds with rewinding; "
+            "gradual: cubic sparsity ramp while training; gradflow: prune during the first epochs from initialisation. "
+            "Anything but oneshot without fine-tuning trains for every point of the sweep.",
+        )
+        finetune = st.slider("Fine-tuning epochs (mask kept, a tenth of the learning rate)", 0, 10, 0, key="compare.finetune")
+    submitted = st.form_submit_button("Run sweep", type="primary", icon=":material/play_arrow:")
+
+try:
+    st.caption(f"Compression of the prunable weights for these sparsities: "
+               f"{compression_note(parse_sparsities(st.session_state.get('compare.sparsities', DEFAULT_SPARSITIES)))}")
+except BadInputError:
+    pass
+
+results = st.session_state.setdefault("compare.results", {})
+if submitted:
+    try:
+        sparsities = parse_sparsities(sparsity_text)
+        schedule = Schedule(kind=kind, finetune_epochs=int(finetune))
+        methods = list(dict.fromkeys([*BASELINES, *extra]))
+        seeds = [experiment.seed + offset for offset in range(int(seed_count))]
+        overrides = {"scope": scope, "granularity": granularity, "block_size": int(block_size)}
+        key = (experiment, tuple(methods), tuple(sparsities), tuple(seeds), tuple(overrides.items()), schedule)
+        if key not in results:
+            results[key] = run_with_progress(experiment, methods, sparsities, seeds, overrides, schedule)
+        st.session_state["compare.last"] = key
+    except ui.USER_ERRORS as error:
+        st.error(str(error))
+
+last = st.session_state.get("compare.last")
+if last in results:
+    show_results(results[last], last)
+elif not submitted:
+    st.info("Choose the sweep above and press **Run sweep**. One-shot pruning without fine-tuning takes about a "
+            "second per point on the small models; schedules that train take as long as training.")

@@ -1,0 +1,147 @@
+"""Masks page: which weights a method keeps, layer by layer, and how two methods' masks overlap."""
+
+import streamlit as st
+import torch
+
+import ui
+from pruning.methods import Method, get_method, method_names
+from pruning.models import prunable_weight_names
+from pruning.pipeline import prune_model
+from pruning.plots import (
+    kernel_grid_eligible,
+    kernel_grid_figure,
+    layer_sparsity_figure,
+    mask_heatmap_figure,
+    mask_overlap,
+    overlap_figure,
+)
+
+experiment = ui.current_experiment()
+st.title("Masks")
+st.caption(f"{experiment.model} on {experiment.dataset} · imbalance {experiment.imbalance:g} · seed {experiment.seed}")
+st.markdown(
+    "Each heatmap cell is one weight of a layer: **dark = kept**, **light = pruned**. Linear layers are "
+    "drawn as output neurons × input features, conv layers as filters × (input channels · kernel height · "
+    "kernel width); small conv layers also get a grid of their kernels. Layers wider or taller than 300 "
+    "weights are block-averaged for display: a cell's shade is then the kept fraction of the weights it "
+    "covers. With block granularity, orange lines mark the B × B blocks pruned together. The dense model "
+    "is never modified: the masks are computed one-shot from it."
+)
+state = ui.dense_state(experiment)
+
+
+def settings_widgets(method: Method, prefix: str) -> dict:
+    """Widgets for the method's declared parameters under this page's own keys."""
+    values = {param.name: ui.param_widget(param, key=f"{prefix}.{method.name}.{param.name}") for param in method.params}
+    return method.settings(values)
+
+
+def chance_overlap(mask_a, mask_b, names) -> dict[str, float]:
+    """Expected Jaccard of two independent random masks with these layers' kept fractions a, b:
+    ab / (a + b - ab)."""
+    expected = {}
+    for name in names:
+        a = float(mask_a[name].float().mean()) if name in mask_a else 1.0
+        b = float(mask_b[name].float().mean()) if name in mask_b else 1.0
+        union = a + b - a * b
+        expected[name] = a * b / union if union else 1.0
+    return expected
+
+
+def layer_heatmaps(mask, names, parameters, granularity: str, block_size: int) -> None:
+    for index, name in enumerate(names):
+        if index % 2 == 0:
+            columns = st.columns(2, gap="medium")
+        keep = mask.get(name)
+        pruned = keep is not None
+        if keep is None:
+            keep = torch.ones_like(parameters[name], dtype=torch.bool)
+        layer = name.removesuffix(".weight")
+        figure = mask_heatmap_figure(layer, keep, block_size=block_size if granularity == "block" else None, pruned=pruned)
+        meta = figure.layout.meta
+        notes = []
+        if meta["downsample"] != [1, 1]:
+            fr, fc = meta["downsample"]
+            notes.append(f"Downsampled for display: each cell averages {fr} × {fc} weights and shows their kept fraction.")
+        down, across = meta["boundary_stride"]
+        if meta["block_size"] and (down, across) != (1, 1):
+            every = {count: "at every block" if count == 1 else f"every {count} blocks" for count in (down, across)}
+            notes.append(f"Block boundaries drawn {every[across]} across and {every[down]} down "
+                         f"(blocks are {block_size} × {block_size} weights).")
+        if meta["stretch"] != 1:
+            notes.append(f"Cells are drawn {meta['stretch']:.2g}× {'taller' if meta['stretch'] > 1 else 'as tall'} "
+                         "than wide so the layer is readable.")
+        if not pruned:
+            notes.append("Not pruned with these settings (output layer left whole).")
+        with columns[index % 2]:
+            if kernel_grid_eligible(keep):
+                matrix_tab, kernels_tab = st.tabs(["Filters × inputs", "Kernel grid"])
+                with kernels_tab:
+                    st.plotly_chart(kernel_grid_figure(layer, keep), key=f"masks.kernels.{layer}")
+                    st.caption("Each tile is one kernel, the weights of one filter on one input channel.")
+            else:
+                matrix_tab = st.container()
+            with matrix_tab:
+                st.plotly_chart(figure, key=f"masks.heatmap.{layer}")
+                if notes:
+                    st.caption(" ".join(notes))
+
+
+@st.fragment
+def masks_view():
+    model = state.dense.model
+    names = prunable_weight_names(model)
+    parameters = dict(model.named_parameters())
+    controls, results = st.columns([1, 3], gap="large")
+    with controls:
+        method = get_method(st.selectbox("Method", method_names(), key="masks.method"))
+        ui.method_help(method)
+        sparsity = st.slider(
+            "Sparsity (fraction of prunable weights removed)", 0.0, 0.99, 0.9, 0.01, key="masks.sparsity",
+            help="Parameter ratio over Linear/Conv weights; for structured/block granularity a group ratio.",
+        )
+        try:
+            settings = settings_widgets(method, "masks")
+            result = prune_model(model, state.data, method.name, sparsity, settings, seed=experiment.seed)
+        except ui.USER_ERRORS as error:
+            st.error(str(error))
+            return
+    with results:
+        cards = st.columns(3)
+        cards[0].metric("Sparsity achieved", f"{100 * result.stats.sparsity:.2f}%")
+        cards[1].metric("Pruned accuracy", f"{100 * result.pruned.accuracy:.2f}%",
+                        f"{100 * (result.pruned.accuracy - state.evaluation.accuracy):+.2f} pts")
+        cards[2].metric("Compression", f"{result.stats.compression:.2f}x",
+                        help=f"all parameters / nonzero parameters: {result.stats.params_nonzero:,} of "
+                        f"{result.stats.params_total:,} kept, biases included")
+        st.plotly_chart(layer_sparsity_figure(result.stats, target=sparsity), key="masks.layer_sparsity")
+
+    st.subheader("Mask of every prunable layer")
+    layer_heatmaps(result.mask, names, parameters, settings["granularity"], settings["block_size"])
+
+    st.subheader("Overlap with a second method")
+    st.caption(
+        "Jaccard overlap of the kept weights, |A ∩ B| / |A ∪ B|: 1 means both methods keep exactly the same "
+        "weights, values near the grey marks are what two unrelated masks of the same per-layer sparsities give. "
+        f"The second method prunes to the same sparsity ({100 * sparsity:.0f}%) with the same selection settings."
+    )
+    other_controls, other_results = st.columns([1, 3], gap="large")
+    with other_controls:
+        choices = method_names()
+        other = get_method(st.selectbox("Second method", choices, index=choices.index("random"), key="masks.other"))
+        ui.method_help(other)
+        declared = {param.name for param in other.params}
+        try:
+            other_settings = other.settings({key: value for key, value in settings.items() if key in declared})
+            other_result = prune_model(model, state.data, other.name, sparsity, other_settings, seed=experiment.seed)
+        except ui.USER_ERRORS as error:
+            st.error(str(error))
+            return
+        per_layer, overall = mask_overlap(result.mask, other_result.mask, names)
+        st.metric("Overall Jaccard overlap", f"{overall:.3f}", help="over all prunable weights together")
+    with other_results:
+        chance = chance_overlap(result.mask, other_result.mask, names)
+        st.plotly_chart(overlap_figure(per_layer, overall, method.name, other.name, chance), key="masks.overlap")
+
+
+masks_view()
