@@ -139,28 +139,37 @@ def mask_from_scores(
         name: max(math.ceil((1.0 - max_layer_sparsity) * grouped.numel() - 1e-9), 0 if allow_empty_layers else 1)
         for name, grouped in groups.items()
     }
-    for name, grouped in groups.items():
-        if protected[name]:
-            grouped = grouped.clone()
-            grouped[torch.topk(grouped, protected[name]).indices] = math.inf
-            groups[name] = grouped
+    keep = _select(groups, sparsity, scope, {name: 0 for name in groups})
+    if any(int(torch.count_nonzero(keep[name])) < protected[name] for name in groups):
+        # Only now protect each layer's best groups: when no layer breaks its cap, protecting
+        # them changes nothing (a layer keeps its highest scores), and skipping it is faster.
+        for name, grouped in groups.items():
+            if protected[name]:
+                grouped = grouped.clone()
+                grouped[torch.topk(grouped, protected[name]).indices] = math.inf
+                groups[name] = grouped
+        keep = _select(groups, sparsity, scope, protected)
+    return Mask({name: expand_groups(keep[name], scores[name].shape, granularity, block_size) for name in scores})
+
+
+def _select(groups: dict[str, torch.Tensor], sparsity: float, scope: str, protected: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Keep-vectors per layer pruning the lowest group scores, never touching ``protected[name]`` groups."""
     if scope == "layerwise":
-        keep = {
+        return {
             name: _prune_lowest(grouped, min(round(sparsity * grouped.numel()), grouped.numel() - protected[name]))
             for name, grouped in groups.items()
         }
-    else:
-        flat = torch.cat(list(groups.values()))
-        amount, allowed = round(sparsity * flat.numel()), flat.numel() - sum(protected.values())
-        if amount >= flat.numel():
-            raise BadInputError(f"sparsity {sparsity} rounds to pruning all {flat.numel()} groups; nothing would be left")
-        if amount > allowed:
-            raise BadInputError(
-                f"sparsity {sparsity} needs {amount} of {flat.numel()} groups pruned, but the per-layer cap "
-                f"allows at most {allowed} ({allowed / flat.numel():.4f}); raise max_layer_sparsity or allow empty layers"
-            )
-        kept_flat, keep, start = _prune_lowest(flat, amount), {}, 0
-        for name, grouped in groups.items():
-            keep[name] = kept_flat[start : start + grouped.numel()]
-            start += grouped.numel()
-    return Mask({name: expand_groups(keep[name], scores[name].shape, granularity, block_size) for name in scores})
+    flat = torch.cat(list(groups.values()))
+    amount, allowed = round(sparsity * flat.numel()), flat.numel() - sum(protected.values())
+    if amount >= flat.numel():
+        raise BadInputError(f"sparsity {sparsity} rounds to pruning all {flat.numel()} groups; nothing would be left")
+    if amount > allowed:
+        raise BadInputError(
+            f"sparsity {sparsity} needs {amount} of {flat.numel()} groups pruned, but the per-layer cap "
+            f"allows at most {allowed} ({allowed / flat.numel():.4f}); raise max_layer_sparsity or allow empty layers"
+        )
+    kept_flat, keep, start = _prune_lowest(flat, amount), {}, 0
+    for name, grouped in groups.items():
+        keep[name] = kept_flat[start : start + grouped.numel()]
+        start += grouped.numel()
+    return keep
