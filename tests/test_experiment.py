@@ -14,13 +14,7 @@ from pruning.train import TrainConfig, TrainingDivergedError
 FAST = Experiment(dataset="digits", model="mlp", seed=0, train=TrainConfig(epochs=1))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: tiny models train faster and steadier on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def weights(model):

@@ -21,13 +21,7 @@ from pruning.train import TrainConfig, TrainingDivergedError, evaluate, fit
 DENSE_EXPERIMENT = Experiment(dataset="mnist-5k", model="mlp", seed=0, train=TrainConfig(epochs=2))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: tiny models train faster and steadier on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def subset(data: Dataset, n_train: int, n_test: int | None = None) -> Dataset:
