@@ -18,6 +18,7 @@ from pruning.methods import Method
 from pruning.models import MODELS, build_model
 from pruning.params import Param
 from pruning.schedules import PRUNE_AT, REWIND_TO, SCHEDULE_INFO, SCHEDULES, Schedule
+from pruning.selection import GRANULARITY_INFO
 from pruning.train import Evaluation, TrainConfig, evaluate
 
 IMBALANCE_CHOICES = (1, 2, 5, 10, 20, 50, 100)
@@ -130,9 +131,16 @@ def param_widget(param: Param, key: str):
     return st.slider(param.name, float(param.min), float(param.max), float(param.default), key=key, help=param.help)
 
 
-def method_settings(method: Method) -> dict:
-    """Widgets for the method's declared parameters; returns the validated settings."""
-    values = {param.name: param_widget(param, key=f"{method.name}.{param.name}") for param in method.params}
+def method_settings(method: Method, prefix: str = "") -> dict:
+    """Widgets for the method's declared parameters (keys ``prefix + method.param``), with the
+    chosen granularity explained; returns the validated settings."""
+    values = {param.name: param_widget(param, key=f"{prefix}{method.name}.{param.name}") for param in method.params}
+    if "granularity" in values:
+        description, formula, reference = GRANULARITY_INFO[values["granularity"]]
+        with st.expander(f"About {values['granularity']} granularity"):
+            st.write(description)
+            st.latex(formula)
+            st.caption(f"Reference: {reference}")
     return method.settings(values)
 
 

@@ -4,7 +4,7 @@ import streamlit as st
 import torch
 
 import ui
-from pruning.methods import Method, get_method, method_names
+from pruning.methods import get_method, method_names
 from pruning.models import prunable_weight_names
 from pruning.pipeline import prune_model
 from pruning.plots import (
@@ -28,12 +28,6 @@ st.markdown(
     "is never modified: the masks are computed one-shot from it."
 )
 state = ui.dense_state(experiment)
-
-
-def settings_widgets(method: Method, prefix: str) -> dict:
-    """Widgets for the method's declared parameters under this page's own keys."""
-    values = {param.name: ui.param_widget(param, key=f"{prefix}.{method.name}.{param.name}") for param in method.params}
-    return method.settings(values)
 
 
 def chance_overlap(mask_a, mask_b, names) -> dict[str, float]:
@@ -101,7 +95,7 @@ def masks_view():
             help="Parameter ratio over Linear/Conv weights; for structured/block granularity a group ratio.",
         )
         try:
-            settings = settings_widgets(method, "masks")
+            settings = ui.method_settings(method, prefix="masks.")
             result = prune_model(model, state.data, method.name, sparsity, settings, seed=experiment.seed)
         except ui.USER_ERRORS as error:
             st.error(str(error))

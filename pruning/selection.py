@@ -173,3 +173,29 @@ def _select(groups: dict[str, torch.Tensor], sparsity: float, scope: str, protec
         keep[name] = kept_flat[start : start + grouped.numel()]
         start += grouped.numel()
     return keep
+
+
+GRANULARITY_INFO = {
+    "unstructured": (
+        "Single weights are removed wherever they score lowest: the finest choice, the highest accuracy "
+        "at a given sparsity, and no speedup without sparse kernels.",
+        r"m_{ij} = [\,s_{ij} > \tau\,]",
+        "Han et al., Learning both Weights and Connections for Efficient Neural Networks, NeurIPS 2015.",
+    ),
+    "structured": (
+        "Whole output neurons (Linear) or filters (Conv) are removed, scored by the sum of their weights' "
+        "scores (the L2 norm for magnitude), as the gradient-flow paper prunes. The sparsity is the fraction "
+        "of neurons/filters removed, a channel ratio: removing a fraction p of a conv layer's channels "
+        "removes about 1-(1-p)^2 of its parameters once the next layer shrinks too. The output layer stays whole.",
+        r"S_f = \textstyle\sum_{i \in f} s_i,\qquad m_f = [\,S_f > \tau\,]",
+        "Li et al., Pruning Filters for Efficient ConvNets, ICLR 2017; Lubana & Dick, ICLR 2021.",
+    ),
+    "block": (
+        "The kernel is viewed as a 2-D matrix (Linear: in x out; Conv: in*kh*kw x out) cut into BxB blocks, "
+        "each kept or removed whole, scored by the block's summed score (its norm for magnitude). The "
+        "sparsity is the fraction of blocks removed.",
+        r"S_b = \textstyle\sum_{i \in b} s_i,\qquad m_b = [\,S_b > \tau\,]",
+        "Yasuda et al., SequentialAttention++ for Block Sparsification, 2024 (block layout); Gray et al., "
+        "GPU Kernels for Block-Sparse Weights, 2017.",
+    ),
+}

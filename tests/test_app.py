@@ -128,3 +128,10 @@ def test_a_schedule_that_trains_runs_behind_a_button_and_reports_before_and_afte
     history = figure(app, "Sparsity and accuracy during the run")
     sparsities = history["data"][0]["y"]
     assert sparsities == sorted(sparsities) and sparsities[-1] == pytest.approx(90.0, abs=0.01)
+
+
+def test_the_chosen_granularity_is_explained_with_its_formula(app):
+    app.radio(key="magnitude.granularity").set_value("structured").run()
+    assert not app.exception
+    assert any("channel ratio" in markdown.value for markdown in app.markdown)
+    assert any(r"S_f" in latex.value for latex in app.latex)
