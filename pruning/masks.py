@@ -79,13 +79,17 @@ class Mask(dict):
             if parameters[name].grad is not None:
                 parameters[name].grad.mul_(entry)
 
-    def masked_parameters(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Parameters and buffers of ``model`` with this mask applied, for
+    def masked_parameters(
+        self, model: nn.Module, replacements: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Parameters and buffers of ``model`` (``replacements`` taking the place of some, e.g.
+        weights after training-time pruning) with this mask applied, for
         ``torch.func.functional_call``: the model itself is left untouched."""
         tensors = dict(model.named_parameters())
         tensors.update(model.named_buffers())
+        tensors.update(replacements or {})
         for name, entry in self.items():
-            tensors[name] = tensors[name] * entry
+            tensors[name] = tensors[name].detach() * entry
         return tensors
 
     def save(self, path: str | Path) -> None:

@@ -17,8 +17,8 @@ from pruning.data import Dataset
 from pruning.experiment import Experiment, train_dense
 from pruning.masks import Mask
 from pruning.methods import PruneContext, PruneOutcome, get_method
-from pruning.schedules import Schedule, run_schedule
 from pruning.metrics import ModelStats, model_stats
+from pruning.schedules import Schedule, run_schedule
 from pruning.selection import check_sparsity
 from pruning.train import Evaluation, Progress, evaluate
 
@@ -60,11 +60,7 @@ def prune_model(
 def measure(model, data, method_name, settings, sparsity, outcome: PruneOutcome, started: float) -> PruneResult:
     """Evaluate the pruned weights (``outcome.state_dict`` over ``model``'s, masked) without
     touching ``model``, and count their size and FLOPs."""
-    tensors = dict(model.named_parameters())
-    tensors.update(model.named_buffers())
-    tensors.update(outcome.state_dict or {})
-    for name, keep in outcome.mask.items():
-        tensors[name] = tensors[name].detach() * keep
+    tensors = outcome.mask.masked_parameters(model, outcome.state_dict)
     evaluation = evaluate(model, data.x_test, data.y_test, data.num_classes, parameters=tensors)
     stats = model_stats(model, outcome.mask, data.input_shape, parameters=tensors)
     return PruneResult(
@@ -143,7 +139,7 @@ def run_prune(
         result = prune_model(dense.model, data, method_name, sparsity, overrides, seed=experiment.seed)
         before = result.pruned.accuracy
     else:
-        outcome = run_schedule(experiment, method_name, sparsity, overrides, schedule, progress=progress)
+        outcome = run_schedule(experiment, method_name, sparsity, overrides, schedule, progress=progress, dense=dense.model)
         pruned = PruneOutcome(outcome.mask, outcome.state_dict, outcome.history)
         result = measure(dense.model, data, method_name, settings, sparsity, pruned, started)
         before = outcome.accuracy_before_finetune

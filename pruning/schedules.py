@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
+from torch import nn
 
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, train_dense
@@ -136,9 +137,11 @@ def run_schedule(
     overrides: dict[str, Any] | None,
     schedule: Schedule,
     progress: Progress | None = None,
+    dense: nn.Module | None = None,
 ) -> ScheduleOutcome:
-    """Prune ``experiment``'s model with a registry method on ``schedule``. The cached dense model
-    is never modified: every schedule works on its own copy."""
+    """Prune ``experiment``'s model with a registry method on ``schedule``. ``dense`` is the
+    experiment's trained dense model when the caller already has it (else it is loaded or
+    trained); it is never modified: every schedule works on its own copy."""
     sparsity = check_sparsity(sparsity)
     method = get_method(method_name)
     settings = method.settings(overrides)
@@ -160,8 +163,9 @@ def run_schedule(
         return (lambda fraction, message: progress(fraction, f"{stage}: {message}")) if progress else None
 
     if schedule.kind == "oneshot" and schedule.prune_at == "after" or schedule.kind in ("iterative", "gradual"):
-        dense = train_dense(experiment, progress=report("dense training"))
-        model = copy.deepcopy(dense.model)
+        if dense is None:
+            dense = train_dense(experiment, progress=report("dense training")).model
+        model = copy.deepcopy(dense)
     else:
         model = experiment.build_model(data)
     record(model, None, 0)
