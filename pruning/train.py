@@ -61,6 +61,92 @@ def batches(num_samples: int, batch_size: int, generator: torch.Generator):
     return order.split(batch_size)
 
 
+@dataclass
+class TrainingHooks:
+    """How a pruning method changes the plain training loop without writing its own.
+
+    ``forward_parameters`` gives the tensors the forward pass uses instead of the model's own
+    (through ``functional_call``: effective weights such as ``W * mask``, straight-through or
+    attention-scaled); ``penalty`` is added to the cross-entropy (an L1 term); the step hooks get
+    the global step index (0-based, counted over all epochs of this call)."""
+
+    forward_parameters: Callable[[], dict[str, torch.Tensor]] | None = None
+    penalty: Callable[[], torch.Tensor] | None = None
+    before_step: Callable[[int], None] | None = None  # before the forward pass
+    after_backward: Callable[[int], None] | None = None  # before optimizer.step
+    after_step: Callable[[int], None] | None = None  # after optimizer.step
+    on_epoch_end: Callable[[dict], None] | None = None  # may add fields to the epoch's history row
+
+
+def steps_per_epoch(data, batch_size: int) -> int:
+    return math.ceil(len(data.y_train) / batch_size)
+
+
+def train_epochs(
+    model: nn.Module,
+    data,
+    epochs: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    seed: int = 0,
+    scheduler=None,
+    hooks: TrainingHooks | None = None,
+    progress: Progress | None = None,
+    total_epochs: int | None = None,
+) -> list[dict]:
+    """Train ``model`` in place with cross-entropy for ``epochs`` epochs of seeded shuffled
+    batches, stepping ``scheduler`` (if any) per step; one history row per epoch
+    ``{epoch, train_loss, test_accuracy, test_loss}``. Raises TrainingDivergedError on NaN/inf.
+    ``total_epochs`` is the length of the run the progress fraction refers to (default ``epochs``)."""
+    hooks = hooks or TrainingHooks()
+    generator = torch.Generator().manual_seed(seed)
+    per_epoch = steps_per_epoch(data, batch_size)
+    total_steps = max(1, (total_epochs or epochs) * per_epoch)
+    history = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total_loss = 0.0
+        for step, index in enumerate(batches(len(data.y_train), batch_size, generator)):
+            global_step = (epoch - 1) * per_epoch + step
+            if hooks.before_step:
+                hooks.before_step(global_step)
+            inputs = data.x_train[index]
+            if hooks.forward_parameters:
+                logits = functional_call(model, hooks.forward_parameters(), (inputs,))
+            else:
+                logits = model(inputs)
+            loss = nn.functional.cross_entropy(logits, data.y_train[index])
+            if hooks.penalty:
+                loss = loss + hooks.penalty()
+            if not torch.isfinite(loss):
+                group = optimizer.param_groups[0]
+                lr = group.get("initial_lr", group["lr"])
+                raise TrainingDivergedError(
+                    f"training diverged at epoch {epoch}, step {step + 1}: the loss became {loss.item()}; "
+                    f"lower the learning rate (now {lr})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if hooks.after_backward:
+                hooks.after_backward(global_step)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            if hooks.after_step:
+                hooks.after_step(global_step)
+            total_loss += loss.item() * len(index)
+            if progress:
+                progress(min(1.0, (global_step + 1) / total_steps), f"epoch {epoch}/{total_epochs or epochs}")
+        parameters = hooks.forward_parameters() if hooks.forward_parameters else None
+        evaluation = evaluate(model, data.x_test, data.y_test, data.num_classes, parameters=parameters)
+        row = {"epoch": epoch, "train_loss": total_loss / len(data.y_train),
+               "test_accuracy": evaluation.accuracy, "test_loss": evaluation.loss}
+        if hooks.on_epoch_end:
+            hooks.on_epoch_end(row)
+        history.append(row)
+    return history
+
+
 def fit(
     model: nn.Module,
     data,
@@ -71,59 +157,43 @@ def fit(
     update_mask: Callable[[int, nn.Module], Mask | None] | None = None,
     stop_after_epochs: int | None = None,
 ) -> list[dict]:
-    """Train ``model`` in place with cross-entropy and a cosine learning-rate decay to zero
-    (per step); returns one history row per epoch
-    ``{epoch, train_loss, test_accuracy, test_loss, sparsity}``. Raises TrainingDivergedError on NaN/inf.
+    """Train ``model`` in place with ``config``'s optimizer and a cosine learning-rate decay to
+    zero (per step); one history row per epoch ``{epoch, train_loss, test_accuracy, test_loss,
+    sparsity}``.
 
     ``update_mask(step, model)``, called before every step, may return a new mask (gradual
     pruning); ``stop_after_epochs`` stops early on the same learning-rate schedule, which
     reproduces the weights of epoch k of a full run (rewinding)."""
-    generator = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(1, config.epochs * steps_per_epoch(data, config.batch_size))
+    )
+    state = {"mask": mask}
     if mask:
         mask.apply_(model)
-    history = []
-    last_epoch = min(config.epochs, stop_after_epochs) if stop_after_epochs is not None else config.epochs
-    for epoch in range(1, last_epoch + 1):
-        model.train()
-        total_loss = 0.0
-        for step, index in enumerate(batches(len(data.y_train), config.batch_size, generator)):
-            if update_mask:
-                new_mask = update_mask((epoch - 1) * steps_per_epoch + step, model)
-                if new_mask is not None:
-                    mask = new_mask
-                    mask.apply_(model)
-            loss = nn.functional.cross_entropy(model(data.x_train[index]), data.y_train[index])
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"training diverged at epoch {epoch}, step {step + 1}: the loss became {loss.item()}; "
-                    f"lower the learning rate (now {config.lr})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if mask:
-                mask.mask_gradients_(model)
-            optimizer.step()
-            schedule.step()
-            if mask:
-                mask.apply_(model)
-            total_loss += loss.item() * len(index)
-            if progress:
-                done = ((epoch - 1) * steps_per_epoch + step + 1) / (config.epochs * steps_per_epoch)
-                progress(done, f"epoch {epoch}/{config.epochs}")
-        evaluation = evaluate(model, data.x_test, data.y_test, data.num_classes)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": total_loss / len(data.y_train),
-                "test_accuracy": evaluation.accuracy,
-                "test_loss": evaluation.loss,
-                "sparsity": mask.sparsity() if mask else 0.0,
-            }
-        )
-    return history
+
+    def before_step(step):
+        new_mask = update_mask(step, model) if update_mask else None
+        if new_mask is not None:
+            state["mask"] = new_mask
+            new_mask.apply_(model)
+
+    def after_backward(step):
+        if state["mask"]:
+            state["mask"].mask_gradients_(model)
+
+    def after_step(step):
+        if state["mask"]:
+            state["mask"].apply_(model)
+
+    def on_epoch_end(row):
+        row["sparsity"] = state["mask"].sparsity() if state["mask"] else 0.0
+
+    hooks = TrainingHooks(before_step=before_step, after_backward=after_backward, after_step=after_step,
+                          on_epoch_end=on_epoch_end)
+    epochs = min(config.epochs, stop_after_epochs) if stop_after_epochs is not None else config.epochs
+    return train_epochs(model, data, epochs, config.batch_size, optimizer, seed=seed, scheduler=scheduler,
+                        hooks=hooks, progress=progress, total_epochs=config.epochs)
 
 
 @dataclass
