@@ -17,6 +17,7 @@ from pruning.experiment import DenseModel, Experiment, is_cached, train_dense
 from pruning.methods import Method
 from pruning.models import MODELS, build_model
 from pruning.params import Param
+from pruning.pipeline import ExperimentPruneResult, is_training_run_cached, run_prune
 from pruning.schedules import PRUNE_AT, REWIND_TO, SCHEDULE_INFO, SCHEDULES, Schedule
 from pruning.selection import GRANULARITY_INFO
 from pruning.train import Evaluation, TrainConfig, evaluate
@@ -128,7 +129,11 @@ def param_widget(param: Param, key: str):
         return st.toggle(param.name, value=param.default, key=key, help=param.help)
     if param.type == "int":
         return st.slider(param.name, int(param.min), int(param.max), int(param.default), key=key, help=param.help)
-    return st.slider(param.name, float(param.min), float(param.max), float(param.default), key=key, help=param.help)
+    if param.step is not None and param.step < 0.01:
+        return st.number_input(param.name, float(param.min), float(param.max), float(param.default), step=param.step,
+                               format="%g", key=key, help=param.help)
+    return st.slider(param.name, float(param.min), float(param.max), float(param.default), step=param.step, key=key,
+                     help=param.help)
 
 
 def method_settings(method: Method, prefix: str = "") -> dict:
@@ -142,6 +147,35 @@ def method_settings(method: Method, prefix: str = "") -> dict:
             st.latex(formula)
             st.caption(f"Reference: {reference}")
     return method.settings(values)
+
+
+def pruning_run(experiment: Experiment, method: Method, sparsity: float | None, settings: dict, schedule: Schedule,
+                key: str) -> ExperimentPruneResult | None:
+    """A run that trains (a schedule, or a method that prunes while training) behind a button,
+    with progress; kept for the session, and read from the disk cache without a press when a
+    training-time method ran with these exact choices before. None until it has run; a user
+    error is shown in the page."""
+    runs = st.session_state.setdefault("pruning_runs", {})
+    run_key = (experiment, method.name, sparsity, tuple(sorted(settings.items())), schedule)
+    try:
+        if run_key not in runs and method.trains and is_training_run_cached(experiment, method, sparsity, settings):
+            with st.spinner("Loading the cached run..."):
+                runs[run_key] = run_prune(experiment, method.name, sparsity, settings, schedule=schedule)
+        label = "Train and prune" if method.trains else "Run schedule"
+        if run_key not in runs and st.button(label, type="primary", key=key):
+            what = f"{method.name}" if method.trains else f"{schedule.kind} pruning with {method.name}"
+            with st.status(what, expanded=True) as status:
+                bar = st.progress(0.0)
+                runs[run_key] = run_prune(experiment, method.name, sparsity, settings, schedule=schedule,
+                                          progress=lambda fraction, message: bar.progress(min(fraction, 1.0), text=message))
+                status.update(label=f"Done: {what}", state="complete", expanded=False)
+    except USER_ERRORS as error:
+        st.error(str(error))
+        return None
+    if run_key not in runs:
+        st.info(f"{'This method prunes while it trains' if method.trains else 'This schedule trains'}: press the "
+                "button. The run is kept for this session" + (" and cached on disk." if method.trains else "."))
+    return runs.get(run_key)
 
 
 def method_help(method: Method) -> None:

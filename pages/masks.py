@@ -5,13 +5,17 @@ import torch
 
 import ui
 from pruning.methods import get_method, method_names
+from pruning.methods.training import mask_transitions
 from pruning.models import prunable_weight_names
 from pruning.pipeline import prune_model
+from pruning.schedules import Schedule
 from pruning.plots import (
     kernel_grid_eligible,
     kernel_grid_figure,
     layer_sparsity_figure,
+    mask_change_figure,
     mask_heatmap_figure,
+    mask_turnover_figure,
     mask_overlap,
     overlap_figure,
 )
@@ -81,6 +85,37 @@ def layer_heatmaps(mask, names, parameters, granularity: str, block_size: int) -
                     st.caption(" ".join(notes))
 
 
+def mask_evolution(snapshots, names) -> None:
+    """Scrub through a run's snapshots: each layer coloured by what changed since the previous one."""
+    st.subheader("Mask evolution during the run")
+    st.caption(
+        "Pick a snapshot of the run. Each layer is coloured by what happened since the previous snapshot: "
+        "**dark = kept**, **light = pruned**, **red = newly pruned**, **green = spliced back** (pruned before, "
+        "kept now). In downsampled layers a cell is green or red if any weight under it changed."
+    )
+    turnover = [{"step": shot.step, "sparsity": shot.mask.sparsity(),
+                 **mask_transitions(snapshots[index - 1].mask if index else None, shot.mask)}
+                for index, shot in enumerate(snapshots)]
+    st.plotly_chart(mask_turnover_figure(turnover), key="masks.turnover")
+    index = st.select_slider(
+        "Snapshot", options=list(range(len(snapshots))), value=len(snapshots) - 1, key="masks.snapshot",
+        format_func=lambda i: f"step {snapshots[i].step}" + (f" · {snapshots[i].phase}" if snapshots[i].phase else ""),
+    )
+    shot, counts = snapshots[index], turnover[index]
+    cards = st.columns(4)
+    cards[0].metric("Sparsity", f"{100 * counts['sparsity']:.2f}%")
+    cards[1].metric("Test accuracy", f"{100 * shot.accuracy:.2f}%")
+    cards[2].metric("Newly pruned", f"{counts['newly_pruned']:,}", help="kept at the previous snapshot, pruned now")
+    cards[3].metric("Spliced back", f"{counts['spliced_back']:,}", help="pruned at the previous snapshot, kept now")
+    previous = snapshots[index - 1] if index else shot
+    for position, name in enumerate(name for name in names if name in shot.mask):
+        if position % 2 == 0:
+            columns = st.columns(2, gap="medium")
+        with columns[position % 2]:
+            figure = mask_change_figure(name.removesuffix(".weight"), previous.mask[name], shot.mask[name])
+            st.plotly_chart(figure, key=f"masks.change.{name}")
+
+
 @st.fragment
 def masks_view():
     model = state.dense.model
@@ -88,15 +123,24 @@ def masks_view():
     parameters = dict(model.named_parameters())
     controls, results = st.columns([1, 3], gap="large")
     with controls:
-        method = get_method(st.selectbox("Method", method_names(), key="masks.method"))
+        method = get_method(st.selectbox("Method", method_names(), key="masks.method",
+                                         format_func=lambda name: f"{name} (trains)" if get_method(name).trains else name))
         ui.method_help(method)
-        sparsity = st.slider(
-            "Sparsity (fraction of prunable weights removed)", 0.0, 0.99, 0.9, 0.01, key="masks.sparsity",
-            help="Parameter ratio over Linear/Conv weights; for structured/block granularity a group ratio.",
-        )
+        sparsity = None
+        if method.target_sparsity:
+            sparsity = st.slider(
+                "Sparsity (fraction of prunable weights removed)", 0.0, 0.99, 0.9, 0.01, key="masks.sparsity",
+                help="Parameter ratio over Linear/Conv weights; for structured/block granularity a group ratio.",
+            )
         try:
             settings = ui.method_settings(method, prefix="masks.")
-            result = prune_model(model, state.data, method.name, sparsity, settings, seed=experiment.seed)
+            if method.trains:
+                run = ui.pruning_run(experiment, method, sparsity, settings, Schedule(), key="masks.run")
+                if run is None:
+                    return
+                result = run.result
+            else:
+                result = prune_model(model, state.data, method.name, sparsity, settings, seed=experiment.seed)
         except ui.USER_ERRORS as error:
             st.error(str(error))
             return
@@ -111,23 +155,27 @@ def masks_view():
         st.plotly_chart(layer_sparsity_figure(result.stats, target=sparsity), key="masks.layer_sparsity")
 
     st.subheader("Mask of every prunable layer")
-    layer_heatmaps(result.mask, names, parameters, settings["granularity"], settings["block_size"])
+    granularity = settings.get("granularity", "block" if "block_size" in settings else "unstructured")
+    layer_heatmaps(result.mask, names, parameters, granularity, settings.get("block_size", 1))
+    if len(result.snapshots) > 1:
+        mask_evolution(result.snapshots, names)
 
     st.subheader("Overlap with a second method")
+    shared_sparsity = result.stats.sparsity if sparsity is None else sparsity
     st.caption(
         "Jaccard overlap of the kept weights, |A ∩ B| / |A ∪ B|: 1 means both methods keep exactly the same "
         "weights, values near the grey marks are what two unrelated masks of the same per-layer sparsities give. "
-        f"The second method prunes to the same sparsity ({100 * sparsity:.0f}%) with the same selection settings."
+        f"The second method prunes to the same sparsity ({100 * shared_sparsity:.0f}%) with the same selection settings."
     )
     other_controls, other_results = st.columns([1, 3], gap="large")
     with other_controls:
-        choices = method_names()
-        other = get_method(st.selectbox("Second method", choices, index=choices.index("random"), key="masks.other"))
+        choices = [name for name in method_names() if not get_method(name).trains]
+        other = get_method(st.selectbox("Second method (one-shot)", choices, index=choices.index("random"), key="masks.other"))
         ui.method_help(other)
         declared = {param.name for param in other.params}
         try:
             other_settings = other.settings({key: value for key, value in settings.items() if key in declared})
-            other_result = prune_model(model, state.data, other.name, sparsity, other_settings, seed=experiment.seed)
+            other_result = prune_model(model, state.data, other.name, shared_sparsity, other_settings, seed=experiment.seed)
         except ui.USER_ERRORS as error:
             st.error(str(error))
             return

@@ -6,7 +6,7 @@ import streamlit as st
 import ui
 from pruning.errors import BadInputError
 from pruning.methods import get_method, method_names
-from pruning.pipeline import ExperimentPruneResult, PruneResult, prune_model, run_prune
+from pruning.pipeline import PruneResult, prune_model
 from pruning.plots import (
     WARN_SPARSITY,
     class_recall_figure,
@@ -15,7 +15,7 @@ from pruning.plots import (
     schedule_preview_figure,
     training_curve_figure,
 )
-from pruning.schedules import sparsity_curve
+from pruning.schedules import Schedule, sparsity_curve
 
 experiment = ui.current_experiment()
 st.title("Prune")
@@ -26,7 +26,7 @@ with st.expander("Dense model training curve"):
     st.plotly_chart(training_curve_figure(state.dense.history), key="training_curve")
 
 
-def show_result(result: PruneResult, sparsity: float, accuracy_before_finetune: float | None = None) -> None:
+def show_result(result: PruneResult, sparsity: float | None, accuracy_before_finetune: float | None = None) -> None:
     dense, pruned, stats = state.evaluation, result.pruned, result.stats
     cards = st.columns(5)
     cards[0].metric("Dense accuracy", f"{100 * dense.accuracy:.2f}%")
@@ -55,20 +55,29 @@ def show_result(result: PruneResult, sparsity: float, accuracy_before_finetune: 
 def pruning_panel():
     controls, results = st.columns([1, 3], gap="large")
     with controls:
-        method = get_method(st.selectbox("Method", method_names(), key="method"))
+        method = get_method(st.selectbox("Method", method_names(), key="method",
+                                         format_func=lambda name: f"{name} (trains)" if get_method(name).trains else name))
         ui.method_help(method)
-        sparsity = st.slider(
-            "Sparsity (fraction of prunable weights, or of neurons/filters/blocks, removed)", 0.0, 0.99, 0.8, 0.01,
-            key="sparsity", help="A parameter ratio for unstructured pruning; a channel or block ratio for structured/block.",
-        )
+        sparsity = None
+        if method.target_sparsity:
+            sparsity = st.slider(
+                "Sparsity (fraction of prunable weights, or of neurons/filters/blocks, removed)", 0.0, 0.99, 0.8, 0.01,
+                key="sparsity", help="A parameter ratio for unstructured pruning; a channel or block ratio for structured/block.",
+            )
+        else:
+            st.caption(f"{method.name}'s sparsity emerges from its settings below; there is no target to set.")
         try:
             settings = ui.method_settings(method)
-            schedule = ui.schedule_controls(experiment)
+            if method.trains:
+                st.caption(f"{method.name} prunes while it trains, on its own schedule.")
+                schedule = Schedule()
+            else:
+                schedule = ui.schedule_controls(experiment)
         except BadInputError as error:
             st.error(str(error))
             return
     with results:
-        if schedule.is_live:
+        if schedule.is_live and not method.trains:
             try:
                 result = prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed)
             except BadInputError as error:
@@ -76,27 +85,17 @@ def pruning_panel():
                 return
             show_result(result, sparsity)
             return
-        steps_per_epoch = -(-len(state.data.y_train) // experiment.train.batch_size)
-        st.plotly_chart(schedule_preview_figure(sparsity_curve(schedule, sparsity, experiment.train.epochs, steps_per_epoch)),
-                        key="schedule_preview")
-        runs = st.session_state.setdefault("prune.runs", {})
-        run_key = (experiment, method.name, sparsity, tuple(sorted(settings.items())), schedule)
-        if st.button("Run schedule", type="primary", key="run_schedule"):
-            try:
-                with st.status(f"{schedule.kind} pruning with {method.name}", expanded=True) as status:
-                    bar = st.progress(0.0)
-                    runs[run_key] = run_prune(experiment, method.name, sparsity, settings,
-                                              progress=lambda fraction, message: bar.progress(min(fraction, 1.0), text=message),
-                                              schedule=schedule)
-                    status.update(label="Done", state="complete", expanded=False)
-            except BadInputError as error:
-                st.error(str(error))
-                return
-        outcome: ExperimentPruneResult | None = runs.get(run_key)
-        if outcome is None:
-            st.info("This schedule trains: press **Run schedule**. Its result is kept for this session.")
-            return
-        show_result(outcome.result, sparsity, outcome.accuracy_before_finetune)
+        if not method.trains:
+            steps_per_epoch = -(-len(state.data.y_train) // experiment.train.batch_size)
+            st.plotly_chart(schedule_preview_figure(sparsity_curve(schedule, sparsity, experiment.train.epochs, steps_per_epoch)),
+                            key="schedule_preview")
+        outcome = ui.pruning_run(experiment, method, sparsity, settings, schedule, key="run_schedule")
+        if outcome is not None:
+            finetuned = schedule.finetune_epochs or "accuracy_before_finetune" in outcome.result.extras
+            show_result(outcome.result, sparsity, outcome.accuracy_before_finetune if finetuned else None)
+            if outcome.result.extras:
+                with st.expander("Run details"):
+                    st.json(outcome.result.extras)
 
 
 pruning_panel()

@@ -2,6 +2,7 @@
 
     python -m pruning list [--json]
     python -m pruning prune --dataset D --model M --method magnitude --sparsity S [--json] [--out DIR]
+    python -m pruning prune --dataset D --model M --method dns --set c_rate=3 [--json]
     python -m pruning sweep --dataset D --model M --methods a,b --sparsities 0.5,0.9 --out FILE.csv
 
 Bad input (unknown names, values out of range, unknown ``--set`` keys) prints one line on
@@ -57,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune = commands.add_parser("prune", help="train (or load) a dense model, prune it and evaluate")
     add_experiment_options(prune)
     prune.add_argument("--method", default="magnitude", help="pruning method (see `list`)")
-    prune.add_argument("--sparsity", type=float, required=True, help="fraction of prunable weights to remove, in [0, 1)")
+    prune.add_argument("--sparsity", type=float,
+                       help="fraction of prunable weights to remove, in [0, 1); left out for dns, grda and sdprun, "
+                       "whose sparsity emerges from their settings")
     add_pruning_options(prune)
     prune.add_argument("--out", type=Path, help="write dense.pt, model.pt, mask.pt and result.json here")
     prune.add_argument("--json", action="store_true", help="print one JSON object")
@@ -173,6 +176,7 @@ def command_prune(args) -> int:
             f"\n{report['method']} at sparsity {report['sparsity']:.4f}: accuracy {report['dense']['accuracy']:.4f} -> "
             f"{report['pruned']['accuracy']:.4f}, compression {report['compression']:.2f}x, "
             f"theoretical speedup {report['theoretical_speedup']:.2f}x ({report['seconds']:.1f} s)"
+            + (f", {report['spliced_total']} weights spliced back" if "spliced_total" in report else "")
         )
     return 0
 

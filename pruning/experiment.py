@@ -94,21 +94,37 @@ def _read_cache(path: Path, model: nn.Module) -> list[dict] | None:
 
 def train_dense(experiment: Experiment, progress: Progress | None = None, use_cache: bool = True) -> DenseModel:
     """The trained dense model of ``experiment``: from the disk cache if there, else trained and cached."""
+
+    def train(model, data):
+        return fit(model, data, experiment.train, seed=experiment.seed, progress=progress)
+
+    return train_cached(experiment, cached_dense_path(experiment), train, use_cache)
+
+
+def train_cached(experiment: Experiment, path: Path, train, use_cache: bool = True) -> DenseModel:
+    """A model of ``experiment`` trained from its initialisation by ``train(model, data) -> history``,
+    read from ``path`` if a good copy is there, else trained and written there atomically."""
     data = experiment.load_data()
     model = experiment.build_model(data)
-    path = cached_dense_path(experiment)
     if use_cache:
         history = _read_cache(path, model)
         if history is not None:
             model.eval()
             return DenseModel(experiment, model, history, from_cache=True)
-    history = fit(model, data, experiment.train, seed=experiment.seed, progress=progress)
+    history = train(model, data)
     model.eval()
     if use_cache:
         atomic_torch_save(
             {"experiment": experiment.to_dict(), "state_dict": model.state_dict(), "history": history}, path
         )
     return DenseModel(experiment, model, history, from_cache=False)
+
+
+def variant_path(experiment: Experiment, kind: str, choices: dict) -> Path:
+    """Cache file of a model trained differently from the dense one (``kind``, e.g. L1-regularised)."""
+    text = json.dumps({"experiment": experiment.key(), **choices}, sort_keys=True)
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return cache_dir() / kind / f"{experiment.dataset}-{experiment.model}-{key}.pt"
 
 
 def is_cached(experiment: Experiment) -> bool:

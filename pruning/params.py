@@ -22,6 +22,7 @@ class Param:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] = ()
+    step: float | None = None  # widget resolution; small steps (learning rates, lambdas) get a number box
 
     def parse(self, raw: Any) -> Any:
         """Convert ``raw`` (a string from the CLI or a widget value) and check it is allowed."""
@@ -56,6 +57,8 @@ class Param:
         entry = asdict(self)
         if not self.choices:
             entry.pop("choices")
+        if self.step is None:
+            entry.pop("step")
         return entry
 
 

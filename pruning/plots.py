@@ -320,6 +320,94 @@ def kernel_grid_figure(layer: str, keep) -> go.Figure:
     return figure
 
 
+# --- Mask evolution of a run: what changed between two snapshots ---
+
+CHANGE_CODES = {"pruned": 0, "kept": 1, "newly pruned": 2, "spliced back": 3}
+CHANGE_COLOURS = {"pruned": PRUNED_MASK_COLOUR, "kept": KEPT_COLOUR, "newly pruned": "#e74c3c", "spliced back": "#2ecc71"}
+
+
+def change_codes(previous, current) -> np.ndarray:
+    """Per weight of a layer (in the heatmap's 2-D view): 0 pruned in both snapshots, 1 kept in
+    both, 2 pruned since the previous one, 3 spliced back (pruned then, kept now)."""
+    before, after = mask_matrix(previous), mask_matrix(current)
+    codes = after.astype(np.int8)
+    codes[before & ~after] = CHANGE_CODES["newly pruned"]
+    codes[~before & after] = CHANGE_CODES["spliced back"]
+    return codes
+
+
+def downsample_codes(codes: np.ndarray, max_cells: int = MASK_MAX_CELLS) -> tuple[np.ndarray, tuple[int, int]]:
+    """Shrink a change-code matrix to at most ``max_cells`` per axis. A cell shows "spliced back" if
+    any weight under it was, else "newly pruned" if any was, else kept or pruned by majority:
+    changes are rare and would vanish in an average."""
+    rows, cols = codes.shape
+    fr, fc = max(1, math.ceil(rows / max_cells)), max(1, math.ceil(cols / max_cells))
+    if fr == fc == 1:
+        return codes, (1, 1)
+    padding = ((0, -rows % fr), (0, -cols % fc))
+    shape = (math.ceil(rows / fr), fr, math.ceil(cols / fc), fc)
+
+    def share(code):
+        hits = np.pad((codes == code).astype(float), padding).reshape(shape).sum((1, 3))
+        return hits / np.pad(np.ones(codes.shape), padding).reshape(shape).sum((1, 3))
+
+    cells = np.where(share(1) >= 0.5, 1, 0).astype(np.int8)
+    cells[share(2) > 0] = CHANGE_CODES["newly pruned"]
+    cells[share(3) > 0] = CHANGE_CODES["spliced back"]
+    return cells, (fr, fc)
+
+
+def mask_change_figure(layer: str, previous, current, max_cells: int = MASK_MAX_CELLS) -> go.Figure:
+    """One layer's mask at a snapshot, coloured by what changed since the previous snapshot:
+    kept, pruned, newly pruned, spliced back. ``layout.meta`` has the counts and downsampling."""
+    codes = change_codes(previous, current)
+    rows, cols = codes.shape
+    cells, (fr, fc) = downsample_codes(codes, max_cells)
+    names = list(CHANGE_CODES)
+    colourscale = []
+    for index, name in enumerate(names):  # four flat bands over z in [0, 3]
+        colourscale += [[index / 4, CHANGE_COLOURS[name]], [(index + 1) / 4, CHANGE_COLOURS[name]]]
+    counts = {name: int((codes == code).sum()) for name, code in CHANGE_CODES.items()}
+    figure = go.Figure(go.Heatmap(
+        z=cells.tolist(), x0=(fc - 1) / 2, dx=fc, y0=(fr - 1) / 2, dy=fr, zmin=-0.5, zmax=3.5,
+        colorscale=colourscale, customdata=np.array(names, dtype=object)[cells].tolist(),
+        colorbar=dict(tickvals=[0, 1, 2, 3], ticktext=names, thickness=12),
+        hovertemplate="row ≈ %{y:.0f}<br>column ≈ %{x:.0f}<br>%{customdata}<extra></extra>",
+    ))
+    downsampled = (fr, fc) != (1, 1)
+    figure.update_layout(
+        title=dict(text=f"{layer} · {counts['newly pruned']:,} newly pruned, {counts['spliced back']:,} spliced back"
+                   f"<br><sup>{rows} × {cols} weights"
+                   + (f", shown as {cells.shape[0]} × {cells.shape[1]} cells of {fr} × {fc}" if downsampled else "")
+                   + "</sup>"),
+        xaxis=dict(range=[-0.5, cols - 0.5], showgrid=False, zeroline=False, title="input (index)"),
+        yaxis=dict(range=[rows - 0.5, -0.5], showgrid=False, zeroline=False, title="output (index)"),
+        height=_fit_height(min(rows, 2 * cols), cols), margin=dict(t=70, b=10, l=10, r=10), plot_bgcolor="white",
+        meta=dict(layer=layer, kind="change", counts=counts, downsample=[fr, fc]),
+    )
+    return figure
+
+
+def mask_turnover_figure(history: list[dict]) -> go.Figure:
+    """Per snapshot interval of a run: weights newly pruned and weights spliced back, with the sparsity."""
+    rows = [row for row in history if "spliced_back" in row]
+    steps = [row["step"] for row in rows]
+    figure = go.Figure([
+        go.Bar(x=steps, y=[row["newly_pruned"] for row in rows], name="newly pruned",
+               marker_color=CHANGE_COLOURS["newly pruned"]),
+        go.Bar(x=steps, y=[row["spliced_back"] for row in rows], name="spliced back",
+               marker_color=CHANGE_COLOURS["spliced back"]),
+        go.Scatter(x=steps, y=[100 * row["sparsity"] for row in rows], name="sparsity (%)", yaxis="y2",
+                   mode="lines+markers", line=dict(color=KEPT_COLOUR)),
+    ])
+    figure.update_layout(title="Mask turnover during the run", xaxis_title="training step",
+                         yaxis=dict(title="weights since the previous snapshot", type="log"),
+                         yaxis2=dict(title="sparsity (%)", overlaying="y", side="right", range=[0, 100]),
+                         barmode="group", height=320, margin=dict(t=50, b=10),
+                         legend=dict(orientation="h", y=1.15, x=1, xanchor="right"))
+    return figure
+
+
 def mask_overlap(mask_a: dict, mask_b: dict, names: list[str] | None = None) -> tuple[dict[str, float], float]:
     """Jaccard overlap |A ∩ B| / |A ∪ B| of the *kept* weights of two masks, per layer and over
     all layers together. A layer missing from one mask counts as fully kept there; two empty

@@ -21,8 +21,8 @@ the dense learning rate (our choice: fine-tuning a trained network at its initia
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -30,7 +30,7 @@ from torch import nn
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, train_dense
 from pruning.masks import Mask
-from pruning.methods import PruneContext, get_method
+from pruning.methods import PruneContext, Snapshot, get_method
 from pruning.selection import check_sparsity
 from pruning.train import Progress, evaluate, fit
 
@@ -128,6 +128,10 @@ class ScheduleOutcome:
     state_dict: dict[str, torch.Tensor]
     history: list[dict]  # {step, epoch, sparsity, accuracy}
     accuracy_before_finetune: float
+    snapshots: list[Snapshot] = field(default_factory=list)  # the mask after each pruning step
+
+
+PruneFunction = Callable[[nn.Module, float, Mask | None], Mask]  # (model, target sparsity, previous mask) -> mask
 
 
 def run_schedule(
@@ -142,22 +146,39 @@ def run_schedule(
     """Prune ``experiment``'s model with a registry method on ``schedule``. ``dense`` is the
     experiment's trained dense model when the caller already has it (else it is loaded or
     trained); it is never modified: every schedule works on its own copy."""
-    sparsity = check_sparsity(sparsity)
     method = get_method(method_name)
     settings = method.settings(overrides)
     data = experiment.load_data()
-    config = experiment.train
-    history: list[dict] = []
-    steps_per_epoch = -(-len(data.y_train) // config.batch_size)
-
-    def record(model, mask, epoch):
-        accuracy = evaluate(model, data.x_test, data.y_test, data.num_classes).accuracy
-        history.append({"step": round(epoch * steps_per_epoch), "epoch": epoch,
-                        "sparsity": mask.sparsity() if mask else 0.0, "accuracy": accuracy})
 
     def prune(model, target, previous=None) -> Mask:
         context = PruneContext(data=data, seed=experiment.seed, previous_mask=previous)
         return method.prune(model, target, settings, context).mask
+
+    return run_pruning_schedule(experiment, prune, sparsity, schedule, progress=progress, dense=dense)
+
+
+def run_pruning_schedule(
+    experiment: Experiment,
+    prune: PruneFunction,
+    sparsity: float,
+    schedule: Schedule,
+    progress: Progress | None = None,
+    dense: nn.Module | None = None,
+) -> ScheduleOutcome:
+    """``run_schedule`` with any pruning function (a method's own criterion, e.g. undecayed pruning)."""
+    sparsity = check_sparsity(sparsity)
+    data = experiment.load_data()
+    config = experiment.train
+    history: list[dict] = []
+    snapshots: list[Snapshot] = []
+    steps_per_epoch = -(-len(data.y_train) // config.batch_size)
+
+    def record(model, mask, epoch):
+        accuracy = evaluate(model, data.x_test, data.y_test, data.num_classes).accuracy
+        step = round(epoch * steps_per_epoch)
+        history.append({"step": step, "epoch": epoch, "sparsity": mask.sparsity() if mask else 0.0, "accuracy": accuracy})
+        if mask and (not snapshots or not all(torch.equal(mask[name], snapshots[-1].mask[name]) for name in mask)):
+            snapshots.append(Snapshot(step, epoch, Mask({name: keep.clone() for name, keep in mask.items()}), accuracy))
 
     def report(stage):
         return (lambda fraction, message: progress(fraction, f"{stage}: {message}")) if progress else None
@@ -223,7 +244,7 @@ def run_schedule(
         fit(model, data, finetune, seed=experiment.seed + 1000, mask=mask, progress=report("fine-tuning"))
         record(model, mask, history[-1]["epoch"] + schedule.finetune_epochs)
     return ScheduleOutcome(mask=mask, state_dict=model.state_dict(), history=history,
-                           accuracy_before_finetune=accuracy_before_finetune)
+                           accuracy_before_finetune=accuracy_before_finetune, snapshots=snapshots)
 
 
 def _rewind_state(experiment: Experiment, data, schedule: Schedule) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ from typing import Any
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment
 from pruning.methods import get_method
-from pruning.pipeline import run_prune
+from pruning.pipeline import check_method_options, run_prune
 from pruning.schedules import Schedule
 from pruning.selection import check_sparsity
 from pruning.train import Progress
@@ -40,25 +40,30 @@ def run_sweep(
     """Every (seed, method, sparsity) pruned on the same schedule; all input is checked before
     any training starts."""
     overrides = overrides or {}
+    schedule = schedule or Schedule()
     methods = list(dict.fromkeys([*methods, *BASELINES]))
     sparsities = [check_sparsity(value) for value in sparsities]
     if not sparsities or not seeds:
         raise BadInputError("a sweep needs at least one sparsity and one seed")
-    declared = set()
+    declared, targets = set(), {}
     for name in methods:
         method = get_method(name)
         method.settings(settings_for(name, overrides))
         declared |= {param.name for param in method.params}
+        # methods whose sparsity emerges from their settings run once per seed
+        targets[name] = sparsities if method.target_sparsity else [None]
+        for sparsity in targets[name]:
+            check_method_options(method, sparsity, schedule)
     unknown = sorted(set(overrides) - declared)
     if unknown:
         raise BadInputError(f"unknown setting {unknown[0]!r}: no method in this sweep declares it")
-    rows, total, done = [], len(methods) * len(sparsities) * len(seeds), 0
+    rows, total, done = [], sum(map(len, targets.values())) * len(seeds), 0
     for seed in seeds:
         experiment = replace(base, seed=seed)
         for name in methods:
-            for sparsity in sparsities:
+            for sparsity in targets[name]:
                 if progress:
-                    progress(done / total, f"seed {seed}, {name} at sparsity {sparsity:g}")
+                    progress(done / total, f"seed {seed}, {name}" + ("" if sparsity is None else f" at sparsity {sparsity:g}"))
                 report = run_prune(experiment, name, sparsity, settings_for(name, overrides), schedule=schedule).to_json()
                 row = {field: report[field] for field in SCALAR_FIELDS}
                 row["dense_accuracy"] = report["dense"]["accuracy"]

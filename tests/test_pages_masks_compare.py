@@ -38,7 +38,7 @@ def mask_heatmaps(at) -> dict[str, dict]:
     return {
         spec["layout"]["meta"]["layer"]: spec
         for spec in figures(at)
-        if spec["layout"].get("meta", {}).get("layer") and spec["layout"]["meta"].get("kind") != "kernel grid"
+        if spec["layout"].get("meta", {}).get("layer") and spec["layout"]["meta"].get("kind") not in ("kernel grid", "change")
     }
 
 

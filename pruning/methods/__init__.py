@@ -31,13 +31,28 @@ class PruneContext:
 
 
 @dataclass
+class Snapshot:
+    """The mask of a training-time method at one step of its run, with the test accuracy then."""
+
+    step: int
+    epoch: float
+    mask: Mask
+    accuracy: float
+    phase: str = ""
+
+
+@dataclass
 class PruneOutcome:
     """A method's result. ``state_dict`` is None when the method only masks the given weights
-    (one-shot pruning); training-time methods return their final weights there."""
+    (one-shot pruning); training-time methods return their final weights there, the run's
+    ``history`` (``{step, epoch, sparsity, accuracy, ...}``), mask ``snapshots`` to scrub
+    through, and method-specific scalars in ``extras`` (DNS's ``spliced_total``)."""
 
     mask: Mask
     state_dict: dict[str, torch.Tensor] | None = None
     history: list[dict] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class Method:
@@ -46,6 +61,8 @@ class Method:
     formula: str = ""  # LaTeX, shown with st.latex
     reference: str = ""
     params: tuple[Param, ...] = ()
+    trains: bool = False  # True: the method runs its own training (``TrainingMethod``)
+    target_sparsity: bool = True  # False: sparsity emerges from the hyperparameters (DNS, gRDA)
 
     def settings(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         return resolve_settings(self.params, overrides)
@@ -57,14 +74,33 @@ class Method:
         return {
             "name": self.name,
             "description": self.description,
+            "trains": self.trains,
+            "target_sparsity": self.target_sparsity,
             "params": [param.describe() for param in self.params],
         }
 
 
+class TrainingMethod(Method):
+    """A method that prunes while it trains, on its own schedule (schedules and fine-tuning
+    options do not apply). ``train`` gets the experiment's trained dense model (never
+    modified: methods that start from it copy it) and returns the final weights, mask,
+    history and snapshots."""
+
+    trains = True
+
+    def prune(self, model, sparsity, settings, context):
+        raise BadInputError(f"{self.name} prunes while it trains: run it on an experiment (run_prune), not one-shot")
+
+    def train(self, experiment, dense: nn.Module, sparsity: float | None, settings: dict[str, Any],
+              progress=None) -> PruneOutcome:
+        raise NotImplementedError
+
+
 def _registry() -> dict[str, Method]:
     from pruning.methods.oneshot import ONE_SHOT_METHODS
+    from pruning.methods.training import TRAINING_METHODS
 
-    return {method.name: method for method in ONE_SHOT_METHODS}
+    return {method.name: method for method in (*ONE_SHOT_METHODS, *TRAINING_METHODS)}
 
 
 METHODS: dict[str, Method] = _registry()

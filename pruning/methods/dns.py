@@ -1,0 +1,129 @@
+"""Dynamic Network Surgery (Guo, Yao & Chen, NeurIPS 2016): pruning *and splicing*.
+
+Every prunable layer keeps its dense weights W and a mask T. From the trained weights, each layer
+gets thresholds a = 0.9 t, b = 1.1 t with t = max(mean|W| + c_rate std|W|, 0). At every step,
+with probability (1 + gamma iter)^(-power) and only before ``iter_stop``, the mask is updated:
+T = 0 where |W| < a (prune), T = 1 where |W| > b (splice back), unchanged in between. The forward
+pass uses W * T and the update is straight-through, W <- W - lr dL/d(W * T), so pruned weights keep
+learning and can grow back past b.
+
+Our readings: one c_rate for every layer (the paper tunes it per layer); SGD with a cosine decay
+of the learning rate over the run; momentum is 0 by default as in the paper's Caffe solver (if
+set, pruned weights carry momentum too); iter_stop is given as a fraction of the run's steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from pruning.masks import Mask
+from pruning.methods import PruneOutcome, TrainingMethod
+from pruning.methods.training import RunRecorder
+from pruning.models import prunable_weight_names
+from pruning.params import Param
+from pruning.train import TrainingHooks, steps_per_epoch, train_epochs
+
+
+def dns_thresholds(weight: torch.Tensor, c_rate: float) -> tuple[float, float]:
+    """(a, b) of one layer: 0.9 t and 1.1 t, t = max(mean|W| + c_rate std|W|, 0)."""
+    magnitude = weight.detach().abs()
+    t = max(float(magnitude.mean() + c_rate * magnitude.std()), 0.0)
+    return 0.9 * t, 1.1 * t
+
+
+def surgery_(mask: Mask, weights: dict[str, torch.Tensor], thresholds: dict[str, tuple[float, float]]) -> tuple[int, int]:
+    """One mask update in place: prune below a, splice back above b. Returns (pruned, spliced) counts."""
+    pruned = spliced = 0
+    for name, keep in mask.items():
+        a, b = thresholds[name]
+        magnitude = weights[name].detach().abs()
+        prune = keep & (magnitude < a)
+        splice = ~keep & (magnitude > b)
+        pruned += int(torch.count_nonzero(prune))
+        spliced += int(torch.count_nonzero(splice))
+        keep.logical_and_(~prune).logical_or_(splice)
+    return pruned, spliced
+
+
+def straight_through(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """W * T in the forward pass, gradient passed to W unmasked: dL/dW := dL/d(W * T)."""
+    return weight + (weight * keep - weight).detach()
+
+
+class DNS(TrainingMethod):
+    name = "dns"
+    target_sparsity = False
+    description = (
+        "Dynamic Network Surgery: retrains the trained model while pruning small weights and splicing back "
+        "pruned ones that grow large again. Each layer has two thresholds a < b set from the mean and standard "
+        "deviation of its weight magnitudes (higher c_rate = sparser); with a probability that decays with the "
+        "iteration, weights below a are masked and masked weights above b return. Masked weights keep being "
+        "updated (straight-through), so a wrong cut can heal. The sparsity emerges from c_rate; it is not set "
+        "by the sparsity slider. Our readings: one c_rate for all layers, cosine learning-rate decay, momentum "
+        "0 by default (the paper's Caffe SGD), iter_stop as a fraction of the run."
+    )
+    formula = (
+        r"t_k = \max(\mu_k + c\,\sigma_k, 0),\ a_k = 0.9\,t_k,\ b_k = 1.1\,t_k;\quad "
+        r"T \leftarrow \begin{cases} 0 & |W| < a_k \\ 1 & |W| > b_k \\ T & \text{else} \end{cases}"
+        r"\ \text{w.p. } (1+\gamma\,\mathrm{iter})^{-\mathrm{power}};\quad "
+        r"W \leftarrow W - \eta\,\frac{\partial L}{\partial (W \odot T)}"
+    )
+    reference = "Guo, Yao & Chen, Dynamic Network Surgery for Efficient DNNs, NeurIPS 2016."
+    params = (
+        Param("c_rate", "float", 3.0, "Threshold t = mean|W| + c_rate std|W| per layer; higher = sparser.", min=-1.0, max=8.0, step=0.1),
+        Param("epochs", "int", 10, "Epochs of surgery (retraining with pruning and splicing).", min=1, max=200),
+        Param("lr", "float", 0.01, "SGD learning rate (cosine decay to 0 over the run).", min=1e-4, max=0.5, step=1e-4),
+        Param("momentum", "float", 0.0, "SGD momentum (0 in the paper).", min=0.0, max=0.99, step=0.01),
+        Param("weight_decay", "float", 5e-4, "L2 weight decay on all parameters.", min=0.0, max=0.01, step=1e-5),
+        Param("gamma", "float", 1e-4, "Mask-update probability (1 + gamma iter)^(-power).", min=0.0, max=0.1, step=1e-5),
+        Param("power", "float", 1.0, "Mask-update probability (1 + gamma iter)^(-power).", min=0.0, max=5.0, step=0.1),
+        Param("iter_stop_fraction", "float", 0.75, "The mask freezes after this fraction of the steps (iter_stop).", min=0.0, max=1.0, step=0.05),
+        Param("prune_output_layer", "bool", True, "Give the last Linear layer a mask too."),
+    )
+
+    def train(self, experiment, dense, sparsity, settings, progress=None) -> PruneOutcome:
+        data = experiment.load_data()
+        model = copy.deepcopy(dense)
+        parameters = dict(model.named_parameters())
+        names = prunable_weight_names(model, include_output=settings["prune_output_layer"])
+        thresholds = {name: dns_thresholds(parameters[name], settings["c_rate"]) for name in names}
+        mask = Mask.ones_like(model, names)
+        batch_size = experiment.train.batch_size
+        per_epoch = steps_per_epoch(data, batch_size)
+        total = settings["epochs"] * per_epoch
+        iter_stop = math.floor(settings["iter_stop_fraction"] * total)
+        optimizer = torch.optim.SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
+                                    weight_decay=settings["weight_decay"])
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total))
+        coin = torch.Generator().manual_seed(experiment.seed)
+        recorder = RunRecorder(data, total, per_epoch)
+        totals = {"pruned": 0, "spliced": 0, "updates": 0}
+
+        def effective(detached: bool = False):
+            if detached:
+                return mask.masked_parameters(model)
+            return {name: straight_through(parameters[name], mask[name]) for name in names}
+
+        def before_step(step):
+            probability = (1 + settings["gamma"] * step) ** (-settings["power"])
+            if step < iter_stop and float(torch.rand((), generator=coin)) < probability:
+                pruned, spliced = surgery_(mask, parameters, thresholds)
+                totals["pruned"] += pruned
+                totals["spliced"] += spliced
+                totals["updates"] += 1
+
+        def after_step(step):
+            if recorder.due(step + 1):
+                recorder.record(step + 1, mask, model, effective(detached=True), phase="surgery" if step < iter_stop else "frozen")
+
+        recorder.record(0, mask, model, phase="trained dense")
+        hooks = TrainingHooks(forward_parameters=effective, before_step=before_step, after_step=after_step)
+        train_epochs(model, data, settings["epochs"], batch_size, optimizer, seed=experiment.seed, scheduler=scheduler,
+                     hooks=hooks, progress=progress)
+        state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        extras = {"spliced_total": totals["spliced"], "pruned_total": totals["pruned"], "mask_updates": totals["updates"],
+                  "thresholds": {name: list(pair) for name, pair in thresholds.items()}}
+        return PruneOutcome(mask, state, recorder.history, recorder.snapshots, extras)
