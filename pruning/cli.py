@@ -20,7 +20,7 @@ from pruning.data import DATASETS, DataUnavailableError
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment
 from pruning.masks import atomic_torch_save
-from pruning.methods import METHODS
+from pruning.methods import METHODS, get_method
 from pruning.models import MODELS
 from pruning.pipeline import ExperimentPruneResult, run_prune
 from pruning.schedules import PRUNE_AT, REWIND_TO, SCHEDULES, Schedule
@@ -160,6 +160,8 @@ def check_out_folder(folder: Path | None) -> None:
 
 
 def command_prune(args) -> int:
+    if args.sparsity is None and get_method(args.method).target_sparsity:
+        raise BadInputError(f"--sparsity is required for {args.method}")
     check_out_folder(args.out)
     progress = None if args.json else _progress_printer("training")
     outcome = run_prune(

@@ -41,6 +41,10 @@ BAD_INPUTS = {
     "lenet5_on_digits": (["prune", "--dataset", "digits", "--model", "lenet5", "--epochs", "1", "--sparsity", "0.5"], r"lenet5.*8x8"),
     "unknown_subcommand": (["frobnicate"], r"frobnicate"),
     "imbalance_below_one": (["prune", *FAST, "--imbalance", "0.5", "--sparsity", "0.5"], r"imbalance"),
+    "dns_with_a_target": (["prune", *FAST, "--method", "dns", "--sparsity", "0.9"], r"dns.*emerges"),
+    "dns_on_a_schedule": (["prune", *FAST, "--method", "dns", "--schedule", "iterative"], r"dns.*own schedule"),
+    "lomp_without_target": (["prune", *FAST, "--method", "lomp"], r"--sparsity.*lomp"),
+    "dns_bad_c_rate": (["prune", *FAST, "--method", "dns", "--set", "c_rate=99"], r"c_rate"),
 }
 
 # Inputs that only fail deep inside torch or after training unless checked up front.
@@ -71,6 +75,7 @@ def runs(folders):
         "prune": ["prune", *FAST, "--method", "magnitude", "--sparsity", str(SPARSITY), "--json", "--out", str(folders["out"])],
         "layerwise": ["prune", *FAST, "--method", "magnitude", "--sparsity", str(SPARSITY), "--scope", "layerwise", "--json"],
         "list": ["list", "--json"],
+        "dns": ["prune", *FAST, "--method", "dns", "--set", "epochs=1", "--set", "c_rate=1", "--json"],
     }
     jobs = {name: (args, folders["cache"]) for name, args in good.items()}
     # every bad-input run gets its own empty cache folder, to show it trained nothing
@@ -116,6 +121,18 @@ def test_list_json_is_one_object_with_datasets_models_and_methods(runs):
 
 
 # --- prune ---
+
+
+def test_a_method_that_trains_reports_its_history_and_dns_its_splicing(runs):
+    report = one_json_object(runs["dns"])
+    assert report["method"] == "dns" and report["target_sparsity"] is None and report["schedule"] == "built-in"
+    history = report["history"]
+    assert history[0]["step"] == 0 and history[0]["sparsity"] == 0.0
+    assert all({"step", "sparsity", "accuracy"} <= set(row) for row in history)
+    assert [row["step"] for row in history] == sorted(row["step"] for row in history)
+    assert history[-1]["sparsity"] == pytest.approx(report["sparsity"], abs=1e-3)  # biases are not masked
+    assert isinstance(report["spliced_total"], int) and report["spliced_total"] >= 0
+    assert report["spliced_total"] == report["details"]["spliced_total"]
 
 
 @pytest.fixture(scope="module")

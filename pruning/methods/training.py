@@ -57,10 +57,11 @@ class RunRecorder:
 
 def _training_methods():
     from pruning.methods.dns import DNS
+    from pruning.methods.grda import GRDAMethod, SDprunMethod
     from pruning.methods.lomp import LOMP
     from pruning.methods.undecayed import Undecayed
 
-    return (DNS(), Undecayed(), LOMP())
+    return (DNS(), Undecayed(), GRDAMethod(), SDprunMethod(), LOMP())
 
 
 TRAINING_METHODS = _training_methods()

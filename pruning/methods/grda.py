@@ -1,0 +1,221 @@
+"""Directional pruning: gRDA (Chao et al., NeurIPS 2020) and its structured version sDprun
+(Li et al., 2021). Both are optimizers that prune while they train, from initialisation.
+
+gRDA keeps the plain SGD sum of gradient steps in an accumulator a (started at the initial
+weights w0) and sets the weights to a soft-thresholded copy of it,
+
+    a_n = a_{n-1} - lr_n grad L(w_{n-1}),    w_n = sign(a_n) max(|a_n| - Lambda_n, 0),
+
+with a threshold that grows with the step count, Lambda_n = c lr^(1/2 + mu) n^mu for a constant
+lr. Since the threshold acts on the accumulated steps and not on the previous weights, a pruned
+weight is not stuck: if its gradients keep pushing, |a| passes Lambda_n and it comes back.
+Sparsity grows with training, and the paper shows the run tends to the *directional pruning*
+solution: the sparse point in the flat valley of the SGD minimum.
+
+Our readings:
+- Learning-rate schedules: the threshold accumulates, per step, the increment
+  c lr_n^(1/2) ((n lr_n)^mu - ((n - 1) lr_n)^mu) with the current lr_n, which sums to the closed
+  form for a constant lr (the increment form of the reference code).
+- sDprun: its group soft threshold over the dim-0 slices of a weight (a conv filter, a Linear
+  neuron's incoming weights), w_g = a_g max(0, 1 - Lambda_n sqrt(|g|) / ||a_g||_2), is our reading
+  of the paper's structured threshold; the same Lambda_n schedule as gRDA. The output layer is
+  left unregularised (removing one of its neurons removes a class).
+- Both methods train with a constant lr, no momentum and no weight decay; biases and
+  normalisation layers are trained by plain SGD (c = 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pruning.masks import Mask
+from pruning.methods import PruneOutcome, TrainingMethod
+from pruning.methods.training import RunRecorder
+from pruning.models import prunable_weight_names
+from pruning.params import Param
+from pruning.train import TrainingHooks, steps_per_epoch, train_epochs
+
+
+def threshold_increment(c: float, lr: float, mu: float, step: int) -> float:
+    """Lambda_n - Lambda_{n-1} at step n (1-based) with the step's lr: c lr^(1/2) ((n lr)^mu - ((n-1) lr)^mu)."""
+    return c * math.sqrt(lr) * ((step * lr) ** mu - ((step - 1) * lr) ** mu)
+
+
+def soft_threshold(accumulator: torch.Tensor, threshold: float) -> torch.Tensor:
+    """sign(a) max(|a| - Lambda, 0), elementwise."""
+    return accumulator.sign() * (accumulator.abs() - threshold).clamp_min(0.0)
+
+
+def group_soft_threshold(accumulator: torch.Tensor, threshold: float) -> torch.Tensor:
+    """a_g max(0, 1 - Lambda sqrt(|g|) / ||a_g||_2) for each dim-0 slice g. A 1-D tensor's
+    dim-0 slices are its single entries (|g| = 1), where this is the elementwise soft threshold."""
+    if accumulator.dim() < 2:
+        return soft_threshold(accumulator, threshold)
+    rows = accumulator.flatten(1)
+    norms = rows.norm(dim=1).clamp_min(torch.finfo(rows.dtype).tiny)  # an all-zero group stays 0, not NaN
+    scale = (1.0 - threshold * math.sqrt(rows.shape[1]) / norms).clamp_min(0.0)
+    return accumulator * scale.view(-1, *([1] * (accumulator.dim() - 1)))
+
+
+class GRDA(torch.optim.Optimizer):
+    """Generalised regularised dual averaging (gRDA), with the sDprun group threshold as an option.
+
+    Per parameter group: ``lr``, ``c`` (threshold scale, 0 = plain SGD), ``mu`` (threshold growth
+    exponent; the theory wants 0.5 < mu < 1) and ``group_threshold`` (False: elementwise soft
+    threshold; True: sDprun's group soft threshold over dim-0 slices of tensors with dim >= 2,
+    elementwise for 1-D tensors, whose slices are single entries). No momentum, no weight decay.
+
+    State per parameter: ``step`` (n), ``threshold`` (Lambda_n, the sum of the per-step increments
+    at each step's lr, so lr schedulers work) and ``accumulator`` (a, set to the parameter's value
+    at its first step with a non-zero threshold: w0 when c > 0). With c = 0 the accumulator would equal the weights, so none is
+    kept and the step is exactly ``torch.optim.SGD``'s without momentum."""
+
+    def __init__(self, params, lr: float = 0.1, c: float = 0.005, mu: float = 0.51, group_threshold: bool = False):
+        if not lr >= 0.0:
+            raise ValueError(f"invalid learning rate: {lr}")
+        if not c >= 0.0:
+            raise ValueError(f"invalid threshold scale c: {c}")
+        if not mu > 0.0:
+            raise ValueError(f"invalid threshold exponent mu: {mu}")
+        super().__init__(params, {"lr": lr, "c": c, "mu": mu, "group_threshold": group_threshold})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, c, mu = group["lr"], group["c"], group["mu"]
+            shrink = group_soft_threshold if group["group_threshold"] else soft_threshold
+            for parameter in group["params"]:
+                if parameter.grad is None:
+                    continue
+                state = self.state[parameter]
+                if not state:
+                    state["step"] = 0
+                    state["threshold"] = 0.0
+                state["step"] += 1
+                state["threshold"] += threshold_increment(c, lr, mu, state["step"])
+                if "accumulator" not in state:
+                    if state["threshold"] == 0.0:  # nothing thresholded yet: a = w, a plain SGD step
+                        parameter.add_(parameter.grad, alpha=-lr)
+                        continue
+                    state["accumulator"] = parameter.detach().clone()
+                accumulator = state["accumulator"]
+                accumulator.add_(parameter.grad, alpha=-lr)
+                parameter.copy_(shrink(accumulator, state["threshold"]))
+        return loss
+
+    def current_threshold(self) -> float:
+        """The largest Lambda_n over all parameters (they agree within a group)."""
+        return max((state.get("threshold", 0.0) for state in self.state.values()), default=0.0)
+
+
+def nonzero_mask(parameters: dict[str, torch.Tensor], names: list[str]) -> Mask:
+    """The weights gRDA has not zeroed: exact zeros are pruned, everything else is kept."""
+    return Mask({name: parameters[name].detach() != 0 for name in names})
+
+
+def zero_groups(weight: torch.Tensor) -> int:
+    """How many dim-0 slices of ``weight`` are entirely zero."""
+    return int((weight.detach().flatten(1) == 0).all(dim=1).sum())
+
+
+def _shared_params(c_default: float) -> tuple[Param, ...]:
+    return (
+        Param("c", "float", c_default, "Threshold scale c in Lambda_n = c lr^(1/2+mu) n^mu; higher = sparser "
+              "(the paper uses up to 0.005 on long runs).", min=0.0, max=0.1, step=1e-4),
+        Param("mu", "float", 0.51, "Threshold growth exponent mu in (0.5, 1); higher = sparsity grows faster.",
+              min=0.51, max=0.99, step=0.01),
+        Param("lr", "float", 0.1, "Learning rate (constant, no momentum, no weight decay).", min=1e-4, max=0.5, step=1e-4),
+        Param("epochs", "int", 10, "Epochs of training from initialisation.", min=1, max=200),
+    )
+
+
+class GRDAMethod(TrainingMethod):
+    name = "grda"
+    target_sparsity = False
+    structured = False  # sDprun: group threshold, output layer left out
+    description = (
+        "gRDA (generalised regularised dual averaging): an optimizer that prunes while it trains, from the "
+        "experiment's initialisation (not from the trained dense model). It sums plain SGD steps in an "
+        "accumulator a started at the initial weights, and sets each weight to a soft-thresholded copy of it, "
+        "w = sign(a) max(|a| - Lambda_n, 0), with a threshold Lambda_n = c lr^(1/2+mu) n^mu that grows with the "
+        "step n. Weights whose accumulated gradient steps stay small are exactly zero; a pruned weight can come "
+        "back when its gradients keep pushing. The sparsity emerges from c and mu and grows with training; it is "
+        "not set by the sparsity slider. The paper shows gRDA tends to the directional pruning solution: the "
+        "sparse point in the flat valley of the SGD minimum, reached by moving along the flat directions, so "
+        "the training loss stays about where SGD leaves it (the Loss valleys page shows the loss along the line "
+        "from the SGD solution to the pruned one). All prunable weights, the output layer included, are "
+        "thresholded; biases and normalisation layers train by plain SGD. Our readings: a constant lr, no "
+        "momentum or weight decay; the threshold is accumulated step by step with the current lr, which equals "
+        "the closed form for a constant lr."
+    )
+    formula = (
+        r"a_0 = w_0,\quad a_n = a_{n-1} - \eta\,\nabla L(w_{n-1});\quad "
+        r"\Lambda_n = c\,\eta^{1/2+\mu}\,n^{\mu};\quad "
+        r"w_n = \operatorname{sign}(a_n)\,\max(|a_n| - \Lambda_n,\ 0)"
+    )
+    reference = "Chao, Wang, Xing & Cheng, Directional Pruning of Deep Neural Networks, NeurIPS 2020."
+    params = _shared_params(0.01)
+
+    def train(self, experiment, dense, sparsity, settings, progress=None) -> PruneOutcome:
+        data = experiment.load_data()
+        model = experiment.build_model(data)  # the paper trains from scratch: ``dense`` is not used
+        parameters = dict(model.named_parameters())
+        names = prunable_weight_names(model, include_output=not self.structured)
+        others = [tensor for name, tensor in parameters.items() if name not in names]
+        optimizer = GRDA(
+            [{"params": [parameters[name] for name in names], "c": settings["c"], "group_threshold": self.structured},
+             {"params": others, "c": 0.0}],
+            lr=settings["lr"], mu=settings["mu"],
+        )
+        batch_size = experiment.train.batch_size
+        per_epoch = steps_per_epoch(data, batch_size)
+        total = settings["epochs"] * per_epoch
+        recorder = RunRecorder(data, total, per_epoch)
+
+        def after_step(step):
+            if recorder.due(step + 1):
+                recorder.record(step + 1, nonzero_mask(parameters, names), model, phase="training")
+
+        recorder.record(0, nonzero_mask(parameters, names), model, phase="initialisation")
+        train_epochs(model, data, settings["epochs"], batch_size, optimizer, seed=experiment.seed,
+                     hooks=TrainingHooks(after_step=after_step), progress=progress)
+        mask = nonzero_mask(parameters, names)
+        state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        extras = {"final_threshold": optimizer.current_threshold(), "steps": total}
+        if self.structured:
+            extras["groups"] = sum(parameters[name].shape[0] for name in names)
+            extras["pruned_groups"] = sum(zero_groups(parameters[name]) for name in names)
+        return PruneOutcome(mask, state, recorder.history, recorder.snapshots, extras)
+
+
+class SDprunMethod(GRDAMethod):
+    name = "sdprun"
+    structured = True
+    description = (
+        "sDprun (structured directional pruning): the structured version of gRDA. It trains from the "
+        "experiment's initialisation with the same accumulator a of plain SGD steps and the same growing "
+        "threshold Lambda_n = c lr^(1/2+mu) n^mu, but thresholds whole groups instead of single weights: each "
+        "conv filter or each Linear neuron's incoming weights (a dim-0 slice of the weight) is shrunk towards "
+        "zero together, w_g = a_g max(0, 1 - Lambda_n sqrt(|g|) / ||a_g||_2), and is removed as a whole when "
+        "its accumulated norm falls below Lambda_n sqrt(|g|). The sparsity emerges from c and mu and grows with "
+        "training; it is not set by the sparsity slider. The paper's claim is pruned accuracy without "
+        "retraining, landing in the same minimum valley as SGD (check it on the Loss valleys page). The output "
+        "layer is left unregularised, since removing one of its neurons removes a class; biases and "
+        "normalisation layers train by plain SGD. Our readings: this group soft threshold (the group-lasso "
+        "proximal step with the gRDA threshold schedule) is our reading of the paper's structured threshold; "
+        "constant lr, no momentum or weight decay."
+    )
+    formula = (
+        r"a_0 = w_0,\quad a_n = a_{n-1} - \eta\,\nabla L(w_{n-1});\quad "
+        r"\Lambda_n = c\,\eta^{1/2+\mu}\,n^{\mu};\quad "
+        r"w_{n,g} = a_{n,g}\,\max\!\left(0,\ 1 - \frac{\Lambda_n \sqrt{|g|}}{\lVert a_{n,g} \rVert_2}\right)"
+    )
+    reference = ("Li, Liu, Shao, Wang & Geng, Structured Directional Pruning via Perturbation Orthogonal "
+                 "Projection, 2021.")
+    params = _shared_params(0.015)
