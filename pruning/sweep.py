@@ -9,7 +9,7 @@ from typing import Any
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment
 from pruning.methods import get_method
-from pruning.pipeline import check_method_options, run_prune
+from pruning.pipeline import run_prune
 from pruning.schedules import Schedule
 from pruning.selection import check_sparsity
 from pruning.train import Progress
@@ -37,8 +37,9 @@ def run_sweep(
     schedule: Schedule | None = None,
     progress: Progress | None = None,
 ) -> list[dict]:
-    """Every (seed, method, sparsity) pruned on the same schedule; all input is checked before
-    any training starts."""
+    """Every (seed, method, sparsity) pruned on the same schedule (methods that train keep their
+    own, and those whose sparsity emerges run once per seed); all input is checked before any
+    training starts."""
     overrides = overrides or {}
     schedule = schedule or Schedule()
     methods = list(dict.fromkeys([*methods, *BASELINES]))
@@ -52,8 +53,6 @@ def run_sweep(
         declared |= {param.name for param in method.params}
         # methods whose sparsity emerges from their settings run once per seed
         targets[name] = sparsities if method.target_sparsity else [None]
-        for sparsity in targets[name]:
-            check_method_options(method, sparsity, schedule)
     unknown = sorted(set(overrides) - declared)
     if unknown:
         raise BadInputError(f"unknown setting {unknown[0]!r}: no method in this sweep declares it")
@@ -64,7 +63,9 @@ def run_sweep(
             for sparsity in targets[name]:
                 if progress:
                     progress(done / total, f"seed {seed}, {name}" + ("" if sparsity is None else f" at sparsity {sparsity:g}"))
-                report = run_prune(experiment, name, sparsity, settings_for(name, overrides), schedule=schedule).to_json()
+                own = get_method(name).trains  # methods that train keep their own schedule
+                report = run_prune(experiment, name, sparsity, settings_for(name, overrides),
+                                   schedule=Schedule() if own else schedule).to_json()
                 row = {field: report[field] for field in SCALAR_FIELDS}
                 row["dense_accuracy"] = report["dense"]["accuracy"]
                 rows.append(row)

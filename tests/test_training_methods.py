@@ -210,3 +210,18 @@ def test_run_prune_rejects_a_target_for_emergent_methods_and_a_schedule_for_trai
 
     with pytest.raises(BadInputError, match="own schedule"):
         run_prune(SMALL, "undecayed", 0.5, schedule=Schedule(finetune_epochs=1))
+
+
+def test_a_sweep_runs_emergent_methods_once_per_seed_on_their_own_schedule():
+    from pruning.schedules import Schedule
+    from pruning.sweep import run_sweep
+
+    rows = run_sweep(SMALL, ["dns"], [0.5, 0.9], [0], overrides={"epochs": 1, "c_rate": 1.0},
+                     schedule=Schedule(finetune_epochs=1))
+    by_method = {}
+    for row in rows:
+        by_method.setdefault(row["method"], []).append(row)
+    assert len(by_method["dns"]) == 1 and by_method["dns"][0]["target_sparsity"] is None
+    assert by_method["dns"][0]["schedule"] == "built-in" and by_method["dns"][0]["sparsity"] > 0.3
+    assert [row["target_sparsity"] for row in by_method["magnitude"]] == [0.5, 0.9]
+    assert all(row["finetune_epochs"] == 1 for row in by_method["magnitude"]), "the others keep the chosen schedule"
