@@ -126,7 +126,7 @@ def sparsity_curve(schedule: Schedule, sparsity: float, dense_epochs: int, steps
 class ScheduleOutcome:
     mask: Mask
     state_dict: dict[str, torch.Tensor]
-    history: list[dict]  # {step, epoch, sparsity, accuracy}
+    history: list[dict]  # {step, epoch, sparsity, accuracy, per_class_recall}
     accuracy_before_finetune: float
     snapshots: list[Snapshot] = field(default_factory=list)  # the mask after each pruning step
 
@@ -174,9 +174,10 @@ def run_pruning_schedule(
     steps_per_epoch = -(-len(data.y_train) // config.batch_size)
 
     def record(model, mask, epoch):
-        accuracy = evaluate(model, data.x_test, data.y_test, data.num_classes).accuracy
-        step = round(epoch * steps_per_epoch)
-        history.append({"step": step, "epoch": epoch, "sparsity": mask.sparsity() if mask else 0.0, "accuracy": accuracy})
+        evaluation = evaluate(model, data.x_test, data.y_test, data.num_classes)
+        accuracy, step = evaluation.accuracy, round(epoch * steps_per_epoch)
+        history.append({"step": step, "epoch": epoch, "sparsity": mask.sparsity() if mask else 0.0, "accuracy": accuracy,
+                        "per_class_recall": evaluation.per_class_recall})
         if mask and (not snapshots or not all(torch.equal(mask[name], snapshots[-1].mask[name]) for name in mask)):
             snapshots.append(Snapshot(step, epoch, Mask({name: keep.clone() for name, keep in mask.items()}), accuracy))
 

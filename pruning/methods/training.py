@@ -28,7 +28,8 @@ def mask_transitions(previous: Mask | None, current: Mask) -> dict[str, int]:
 class RunRecorder:
     """Snapshots of a run every ``total_steps / count`` steps: the mask (copied), test accuracy
     of the effective weights, and the history row ``{step, epoch, sparsity, accuracy, phase,
-    kept, pruned, newly_pruned, spliced_back}`` (the last two counted since the previous snapshot)."""
+    kept, pruned, newly_pruned, spliced_back, per_class_recall}`` (newly pruned and spliced back
+    counted since the previous snapshot)."""
 
     def __init__(self, data, total_steps: int, steps_per_epoch: int, count: int = SNAPSHOTS):
         self.data = data
@@ -46,12 +47,14 @@ class RunRecorder:
         if self.snapshots and self.snapshots[-1].step == steps_done:
             return
         parameters = parameters if parameters is not None else mask.masked_parameters(model)
-        accuracy = evaluate(model, self.data.x_test, self.data.y_test, self.data.num_classes, parameters=parameters).accuracy
+        evaluation = evaluate(model, self.data.x_test, self.data.y_test, self.data.num_classes, parameters=parameters)
+        accuracy = evaluation.accuracy
         mask = Mask({name: entry.clone() for name, entry in mask.items()})
         previous = self.snapshots[-1].mask if self.snapshots else None
         epoch = steps_done / self.steps_per_epoch
         self.history.append({"step": steps_done, "epoch": epoch, "sparsity": mask.sparsity(), "accuracy": accuracy,
-                             "phase": phase, **mask_transitions(previous, mask)})
+                             "phase": phase, **mask_transitions(previous, mask),
+                             "per_class_recall": evaluation.per_class_recall})
         self.snapshots.append(Snapshot(steps_done, epoch, mask, accuracy, phase))
 
 
