@@ -84,7 +84,7 @@ def seqattn_part(seeds):
     rows = []
     method = get_method("seqattn")
     settings = method.settings({"block_size": SEQATTN_BLOCK})
-    epochs = method.total_epochs(settings)
+    epochs = 3 * settings["cycles"] * settings["phase_epochs"] + settings["finetune_epochs"]
     for model in ("mlp", "lenet5"):
         for seed in seeds:
             experiment = Experiment(dataset="mnist-5k", model=model, seed=seed)

@@ -62,9 +62,10 @@ def _training_methods():
     from pruning.methods.dns import DNS
     from pruning.methods.grda import GRDAMethod, SDprunMethod
     from pruning.methods.lomp import LOMP
+    from pruning.methods.seqattn import SeqAttn
     from pruning.methods.undecayed import Undecayed
 
-    return (DNS(), Undecayed(), GRDAMethod(), SDprunMethod(), LOMP())
+    return (DNS(), Undecayed(), GRDAMethod(), SDprunMethod(), SeqAttn(), LOMP())
 
 
 TRAINING_METHODS = _training_methods()
