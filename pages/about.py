@@ -8,6 +8,15 @@ the dense model is trained once and cached on disk. On **Prune**, choose a metho
 sparsity slider: the model is pruned live and you see what it costs in accuracy, which layers lose
 most, and which classes pay for it.
 
+- **Masks**: which weights, channels or blocks are gone, layer by layer; for methods that prune while
+  they train (DNS, gRDA, sDprun, SequentialAttention++, ...), how the mask evolves, splicing included.
+- **Compare**: methods over a sparsity sweep, ShrinkBench-style.
+- **Recall**: which classes pay for pruning, and whether pruning intensifies the gaps the dense model has.
+- **Loss valley**: the loss along the path from the dense to the pruned weights and on a 2-D slice,
+  with the Hessian's sharpness.
+- **Limit**: how sparse the network can get, predicted from weight magnitudes and the Hessian spectrum,
+  beside the limit measured by pruning.
+
 **How numbers are defined** (as ShrinkBench defines them):
 - *sparsity*: fraction of the prunable weights (Linear and Conv weights) that are zero;
 - *compression*: all parameters / nonzero parameters (biases and norm layers included);

@@ -4,6 +4,8 @@
     python -m pruning prune --dataset D --model M --method magnitude --sparsity S [--json] [--out DIR]
     python -m pruning prune --dataset D --model M --method dns --set c_rate=3 [--json]
     python -m pruning sweep --dataset D --model M --methods a,b --sparsities 0.5,0.9 --out FILE.csv
+    python -m pruning landscape --dataset D --model M --method X --sparsity S [--grid N] [--batch-size-eval B] [--levels N] [--json]
+    python -m pruning limit --dataset D --model M [--set l1=5e-5 --set lanczos_steps=100 ...] [--json]
 
 Bad input (unknown names, values out of range, unknown ``--set`` keys) prints one line on
 stderr and exits with code 2, never a traceback.
@@ -73,6 +75,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_pruning_options(sweep)
     sweep.add_argument("--out", type=Path, required=True, help="the CSV file to write")
     sweep.add_argument("--json", action="store_true", help="print one JSON object {rows: [...]}")
+
+    valley = commands.add_parser("landscape", help="loss along the line from dense to pruned and over a plane around it")
+    add_experiment_options(valley)
+    valley.add_argument("--method", default="magnitude", help="pruning method (see `list`)")
+    valley.add_argument("--sparsity", type=float, help="as for prune; left out for methods whose sparsity emerges")
+    valley.add_argument("--set", action="append", metavar="KEY=VALUE", help="a method setting (repeatable)")
+    valley.add_argument("--scope", choices=SCOPES, help="shortcut for --set scope=...")
+    valley.add_argument("--granularity", choices=GRANULARITIES, help="shortcut for --set granularity=...")
+    valley.add_argument("--grid", type=int, default=21, help="grid points per axis (a in [-0.5, 1.5], b in [-1, 1])")
+    valley.add_argument("--batch-size-eval", type=int, default=256, help="size of the fixed train and test batches")
+    valley.add_argument("--restrict", action="store_true", help="random direction among the surviving weights only")
+    valley.add_argument("--levels", type=int, default=0, metavar="N",
+                        help="also the error barrier between consecutive levels of N rounds of iterative pruning")
+    valley.add_argument("--json", action="store_true", help="print one JSON object {line, plane}")
+
+    limit = commands.add_parser("limit", help="predicted (Hessian spectrum) vs actual limit of L1-trained one-shot pruning")
+    add_experiment_options(limit)
+    limit.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="a limit setting (repeatable): l1, batch_size, lanczos_steps, probes, row_probes, "
+                       "zero_tolerance, sigma, bins, grid_step, seed")
+    limit.add_argument("--json", action="store_true", help="print one JSON object {predicted, actual, curves...}")
     return parser
 
 
@@ -204,6 +227,61 @@ def command_sweep(args) -> int:
     return 0
 
 
+def command_landscape(args) -> int:
+    from pruning.analysis.landscape import fixed_batch, full_tensors, iterative_levels, level_barriers, line_path, plane
+
+    if args.sparsity is None and get_method(args.method).target_sparsity:
+        raise BadInputError(f"--sparsity is required for {args.method}")
+    if args.grid < 2:
+        raise BadInputError(f"--grid must be at least 2, got {args.grid}")
+    if args.batch_size_eval < 1:
+        raise BadInputError(f"--batch-size-eval must be at least 1, got {args.batch_size_eval}")
+    if args.levels < 0 or args.levels and get_method(args.method).trains:
+        raise BadInputError("--levels takes a number of rounds >= 0, and a method that does not train")
+    experiment = experiment_from_args(args)
+    outcome = run_prune(experiment, args.method, args.sparsity, method_overrides(args),
+                        progress=None if args.json else _progress_printer("training"))
+    model, data, pruned = outcome.dense_model, experiment.load_data(), outcome.result.pruned_tensors
+    train_batch = fixed_batch(data.x_train, data.y_train, args.batch_size_eval, seed=experiment.seed)
+    test_batch = fixed_batch(data.x_test, data.y_test, args.batch_size_eval, seed=experiment.seed)
+    progress = None if args.json else _progress_printer("landscape")
+    line = line_path(model, full_tensors(model), pruned, train_batch, test_batch, points=args.grid, progress=progress)
+    surface = plane(model, full_tensors(model), pruned, train_batch, points=args.grid, seed=experiment.seed,
+                    mask=outcome.result.mask if args.restrict else None, progress=progress)
+    report = {"method": args.method, "sparsity": outcome.result.stats.sparsity, "line": line.to_json(),
+              "plane": surface.to_json()}
+    if args.levels:
+        levels = iterative_levels(experiment, args.method, args.sparsity, method_overrides(args), rounds=args.levels,
+                                  dense=model, progress=None if args.json else _progress_printer("iterative pruning"))
+        report["level_barriers"] = level_barriers(model, levels, test_batch)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        ends = line.a.index(0.0), line.a.index(1.0)
+        print(f"\n{args.method} at sparsity {report['sparsity']:.4f}: train loss {line.train_loss[ends[0]]:.4f} (dense) -> "
+              f"{line.train_loss[ends[1]]:.4f} (pruned), max on the line {max(line.train_loss[ends[0]:ends[1] + 1]):.4f}; "
+              f"error barrier test {line.barrier('test'):.4f}, train {line.barrier('train'):.4f}")
+        for row in report.get("level_barriers", []):
+            print(f"iterative level {row['from_round']} -> {row['to_round']} (sparsity {row['from_sparsity']:.3f} -> "
+                  f"{row['to_sparsity']:.3f}): test error barrier {row['barrier']:.4f}")
+    return 0
+
+
+def command_limit(args) -> int:
+    from pruning.analysis.limit import LimitSettings, fundamental_limit
+
+    settings = LimitSettings.from_pairs(parse_set(args.set or []))
+    experiment = experiment_from_args(args)
+    result = fundamental_limit(experiment, settings, progress=None if args.json else _progress_printer("limit"))
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(f"\npredicted limit {100 * result.predicted:.1f}%, actual {100 * result.actual:.0f}% "
+              f"(unpruned L1-trained accuracy {100 * result.dense_accuracy:.2f}%; eps {result.eps:.4g}, "
+              f"zero eigenvalues {100 * result.zero_mass:.1f}%)")
+    return 0
+
+
 def write_outputs(folder: Path, outcome: ExperimentPruneResult, report: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(outcome.dense_model.state_dict(), folder / "dense.pt")
@@ -228,7 +306,8 @@ def _progress_printer(what: str):
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        commands = {"list": command_list, "prune": command_prune, "sweep": command_sweep}
+        commands = {"list": command_list, "prune": command_prune, "sweep": command_sweep, "landscape": command_landscape,
+                    "limit": command_limit}
         return commands[args.command](args)
     except (BadInputError, DataUnavailableError) as error:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)

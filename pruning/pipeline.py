@@ -92,6 +92,8 @@ class ExperimentPruneResult:
     seconds: float
 
     def to_json(self) -> dict:
+        from pruning.analysis.recall import intensification  # imported here: the analysis builds on this module
+
         stats = self.result.stats
         trains = get_method(self.result.method).trains
         report = {
@@ -116,6 +118,8 @@ class ExperimentPruneResult:
             "theoretical_speedup": stats.speedup,
             "dense": self.dense.summary(),
             "pruned": self.result.pruned.summary(),
+            "intensification": intensification(self.dense.per_class_recall, self.dense.accuracy,
+                                               self.result.pruned.per_class_recall, self.result.pruned.accuracy).to_json(),
             "accuracy_before_finetune": self.accuracy_before_finetune,
             "accuracy_after_finetune": self.result.pruned.accuracy,
             "layers": [{"name": layer.name, "params": layer.params, "sparsity": layer.sparsity} for layer in stats.layers],

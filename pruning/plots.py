@@ -520,3 +520,284 @@ def sweep_accuracy_figure(rows: list[dict], x_field: str = "compression") -> go.
         legend=dict(orientation="h", y=1.12, x=1, xanchor="right"),
     )
     return figure
+
+
+# --- Recall page: relative recall gaps, alpha over sparsity, confusion change, flipped images ---
+
+GAP_COLOUR = "#2980b9"
+FIT_COLOUR = PRUNED_COLOUR
+RECALL_METHOD_COLOURS = {"magnitude": "#2980b9", "undecayed": "#c0392b"}
+
+
+def recall_gap_figure(class_names: list[str], d0, dt, alpha: float) -> go.Figure:
+    """Each class's relative recall gap, dense (x) against pruned (y), in % of accuracy, with the
+    y = x line (gaps unchanged), the zero lines (recall equal to accuracy) and the fitted slope
+    through the origin: points moving away from zero along y mean intensification."""
+    x, y = 100 * np.asarray(d0, dtype=float).ravel(), 100 * np.asarray(dt, dtype=float).ravel()
+    finite = np.concatenate([x[np.isfinite(x)], y[np.isfinite(y)]])
+    reach = 1.15 * max(float(np.abs(finite).max()) if len(finite) else 0.0, 1.0)
+    traces = [
+        go.Scatter(x=[-reach, reach], y=[-reach, reach], mode="lines", name="y = x (gaps unchanged)",
+                   line=dict(color=DENSE_COLOUR, dash="dot"), hoverinfo="skip"),
+        go.Scatter(x=x.tolist(), y=y.tolist(), mode="markers+text", name="class", text=list(class_names),
+                   textposition="top center", marker=dict(color=GAP_COLOUR, size=9),
+                   hovertemplate="class %{text}<br>dense gap %{x:+.1f}%<br>pruned gap %{y:+.1f}%<extra></extra>"),
+    ]
+    if math.isfinite(alpha):
+        traces.append(go.Scatter(x=[-reach, reach], y=[-alpha * reach, alpha * reach], mode="lines",
+                                 name=f"fit through 0: slope α = {alpha:.2f}", line=dict(color=FIT_COLOUR),
+                                 hoverinfo="skip"))
+    figure = go.Figure(traces)
+    figure.add_hline(y=0, line_color="black", line_width=1)
+    figure.add_vline(x=0, line_color="black", line_width=1)
+    figure.update_layout(
+        title=dict(text="Recall gaps, dense against pruned"
+                        "<br><sup>gap = recall / accuracy − 1; away from 0 beyond the dotted line: the gap grew</sup>"),
+        xaxis=dict(title="dense: recall / accuracy − 1 (%)", range=[-reach, reach], zeroline=False),
+        yaxis=dict(title="pruned: recall / accuracy − 1 (%)", range=[-reach, reach], zeroline=False,
+                   scaleanchor="x", scaleratio=1),
+        height=440,
+        margin=dict(t=70, b=10),
+        legend=dict(orientation="h", y=-0.18, x=0.5, xanchor="center"),
+    )
+    return figure
+
+
+def alpha_sparsity_figure(curves: dict[str, list[dict]]) -> go.Figure:
+    """The intensification ratio α against sparsity, one line per method, its bootstrap interval
+    as error bars, and α = 1 (gaps unchanged) as a line."""
+    others = iter(OTHER_COLOURS * 4)
+    traces = []
+    for method, rows in curves.items():
+        colour = RECALL_METHOD_COLOURS.get(method) or next(others)
+        finite = [row for row in rows if math.isfinite(row["alpha"])]
+        traces.append(go.Scatter(
+            x=[100 * row["sparsity"] for row in finite], y=[row["alpha"] for row in finite], name=method,
+            mode="lines+markers", line=dict(color=colour),
+            error_y=dict(type="data", symmetric=False,
+                         array=[row["ci_high"] - row["alpha"] if math.isfinite(row["ci_high"]) else 0 for row in finite],
+                         arrayminus=[row["alpha"] - row["ci_low"] if math.isfinite(row["ci_low"]) else 0 for row in finite]),
+            customdata=[[100 * row["accuracy"], row["ci_low"], row["ci_high"]] for row in finite],
+            hovertemplate=f"{method}<br>sparsity %{{x:.1f}}%<br>α %{{y:.2f}} "
+                          "[%{customdata[1]:.2f}, %{customdata[2]:.2f}]<br>accuracy %{customdata[0]:.1f}%<extra></extra>",
+        ))
+    figure = go.Figure(traces)
+    figure.add_hline(y=1, line_dash="dash", line_color="black", annotation_text="α = 1: gaps unchanged",
+                     annotation_position="bottom left")
+    figure.update_layout(
+        title=dict(text="Intensification ratio α against sparsity"
+                        "<br><sup>above 1: pruning widens the gaps between classes; bars: 95% bootstrap interval</sup>"),
+        xaxis_title="sparsity (% of prunable weights removed)",
+        yaxis_title="α (slope of pruned gaps on dense gaps)",
+        height=380,
+        margin=dict(t=70, b=10),
+        legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"),
+    )
+    return figure
+
+
+def confusion_change_figure(class_names: list[str], dense_confusion, pruned_confusion) -> go.Figure:
+    """Pruned minus dense confusion matrix (rows: true class, columns: predicted), zero centred:
+    red = more test images in the cell after pruning, blue = fewer. A blue diagonal cell is a
+    class losing correct answers; the red cells of its row say where they went."""
+    change = np.asarray(pruned_confusion, dtype=int) - np.asarray(dense_confusion, dtype=int)
+    reach = max(1, int(np.abs(change).max()))
+    names = list(class_names)
+    figure = go.Figure(go.Heatmap(
+        z=change.tolist(), x=names, y=names, zmid=0, zmin=-reach, zmax=reach, colorscale="RdBu_r",
+        text=[[f"{value:+d}" if value else "" for value in row] for row in change.tolist()], texttemplate="%{text}",
+        colorbar=dict(title=dict(text="images", side="right"), thickness=12),
+        hovertemplate="true %{y}, predicted %{x}<br>%{z:+d} images after pruning<extra></extra>",
+    ))
+    figure.update_layout(
+        title=dict(text="Confusion matrix change (pruned − dense)"
+                        "<br><sup>red: more images after pruning, blue: fewer</sup>"),
+        xaxis=dict(title="predicted class", type="category", side="bottom"),
+        yaxis=dict(title="true class", type="category", autorange="reversed", scaleanchor="x"),
+        height=460,
+        margin=dict(t=70, b=10),
+    )
+    return figure
+
+
+def display_pixels(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """Standardised images (N, C, H, W) back to 0..255 RGB (N, H, W, 3) for display: un-standardised
+    with the dataset's per-channel mean/std (each image stretched to its own range when they are
+    unknown); one channel is repeated to grey."""
+    x = images.detach().cpu().double()
+    if mean and std:
+        x = x * torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1) + torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+    else:
+        low = x.amin(dim=(1, 2, 3), keepdim=True)
+        x = (x - low) / (x.amax(dim=(1, 2, 3), keepdim=True) - low).clamp(min=1e-12)
+    x = x.clamp(0, 1)
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    return (255 * x[:, :3]).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def flipped_images_figure(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], flips,
+                          class_names: list[str], columns: int = 8) -> go.Figure:
+    """A grid of the test images whose prediction pruning changed (``flips``: objects with
+    ``index, label, dense, pruned``), each titled "dense → pruned" over its true class; red titles
+    are images pruning got wrong that the dense model got right, green ones the reverse. One image
+    trace of the tiles laid out side by side: one subplot per image would take ten times as long."""
+    flips = list(flips)
+    rows = max(1, math.ceil(len(flips) / columns))
+    height, width = images.shape[-2:]
+    gap, headroom = max(2, width // 5), max(8, int(0.9 * height))  # pixels between tiles, above each for its title
+    cell_w, cell_h = width + gap, height + headroom
+    mosaic = np.full((rows * cell_h, columns * cell_w - gap, 3), 255, dtype=np.uint8)
+    colours = {"lost": PRUNED_COLOUR, "gained": "#27ae60", "changed": "#555555"}
+    annotations = []
+    pixels = display_pixels(images[[flip.index for flip in flips]], mean, std) if flips else []
+    for position, (flip, picture) in enumerate(zip(flips, pixels)):
+        top, left = (position // columns) * cell_h + headroom, (position % columns) * cell_w
+        mosaic[top : top + height, left : left + width] = picture
+        annotations.append(dict(
+            x=left + (width - 1) / 2, y=top - 0.5, xref="x", yref="y", yanchor="bottom", showarrow=False,
+            text=f"<span style='color:{colours[flip.kind]}'>{class_names[flip.dense]} → {class_names[flip.pruned]}</span>"
+                 f"<br><span style='font-size:10px'>true {class_names[flip.label]}</span>",
+            font=dict(size=12),
+        ))
+    figure = go.Figure(go.Image(z=mosaic, hoverinfo="skip"))
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    figure.update_layout(
+        title=dict(text="Test images whose prediction pruning changed (dense → pruned)"
+                        "<br><sup>classes whose recall fell most first; red: lost, green: gained, grey: a different wrong answer</sup>"),
+        annotations=annotations,
+        height=int(100 + 620 * mosaic.shape[0] / mosaic.shape[1]),  # about 620 px wide on the page
+        margin=dict(t=90, b=10, l=10, r=10),
+        plot_bgcolor="white",
+        meta=dict(indices=[flip.index for flip in flips]),
+    )
+    return figure
+
+
+def valley_line_figure(line) -> go.Figure:
+    """Train and test loss (left axis) and accuracy (right axis, dotted) along the line from the
+    dense (a = 0) to the pruned model (a = 1), both models marked. ``line``: a LinePath."""
+    figure = go.Figure()
+    for split, dash, colour in (("train", "solid", "#2980b9"), ("test", "solid", "#e67e22")):
+        figure.add_trace(go.Scatter(x=line.a, y=getattr(line, f"{split}_loss"), name=f"{split} loss", mode="lines",
+                                    line=dict(color=colour, dash=dash)))
+        figure.add_trace(go.Scatter(x=line.a, y=[100 * v for v in getattr(line, f"{split}_accuracy")],
+                                    name=f"{split} accuracy (%)", mode="lines", yaxis="y2",
+                                    line=dict(color=colour, dash="dot")))
+    ends = [line.a.index(0.0), line.a.index(1.0)]
+    figure.add_trace(go.Scatter(x=[0.0, 1.0], y=[line.train_loss[i] for i in ends], mode="markers+text",
+                                text=["dense", "pruned"], textposition="top center", name="models (train loss)",
+                                marker=dict(size=11, color=[DENSE_COLOUR, PRUNED_COLOUR], symbol=["circle", "x"])))
+    for value in (0.0, 1.0):
+        figure.add_vline(x=value, line_dash="dot", line_color="#95a5a6")
+    figure.update_layout(
+        title="Loss along the line from dense to pruned",
+        xaxis_title="a  (θ = θ_dense + a · (θ_pruned − θ_dense))",
+        yaxis=dict(title="loss (cross-entropy)", rangemode="tozero"),
+        yaxis2=dict(title="accuracy (%)", overlaying="y", side="right", range=[0, 100]),
+        height=380,
+        margin=dict(t=50, b=10),
+        legend=dict(orientation="h", y=-0.2, x=0),
+    )
+    return figure
+
+
+def valley_plane_figure(plane) -> go.Figure:
+    """Contours of log10 of the train loss over the plane (a along pruned − dense, b along a
+    filter-normalised random direction), with the dense and pruned models marked. A log scale
+    keeps the valley floor readable next to the steep walls. ``plane``: a Plane."""
+    z = np.log10(np.maximum(np.asarray(plane.loss, dtype=float), 1e-12))
+    figure = go.Figure(go.Contour(
+        x=plane.a, y=plane.b, z=z, colorscale="Viridis", ncontours=25,
+        colorbar=dict(title=dict(text="log10 loss", side="right"), thickness=12),
+        customdata=np.asarray(plane.loss, dtype=float),
+        hovertemplate="a %{x:.2f}, b %{y:.2f}<br>loss %{customdata:.4g}<extra></extra>",
+    ))
+    names = list(plane.points)
+    figure.add_trace(go.Scatter(
+        x=[plane.points[name][0] for name in names], y=[plane.points[name][1] for name in names],
+        mode="markers+text", text=names, textposition="top center", name="models", showlegend=False,
+        marker=dict(size=12, color=[DENSE_COLOUR if name == "dense" else PRUNED_COLOUR for name in names],
+                    symbol=["circle" if name == "dense" else "x" for name in names], line=dict(color="white", width=1)),
+        textfont=dict(color="white"),
+    ))
+    figure.update_layout(
+        title="Train loss over the plane of dense, pruned and a random direction",
+        xaxis_title="a: along θ_pruned − θ_dense",
+        yaxis_title="b: along a filter-normalised random direction" + (" (survivors only)" if plane.restricted else ""),
+        height=460,
+        margin=dict(t=50, b=10),
+    )
+    return figure
+
+
+# --- Fundamental limit of pruning ----------------------------------------------------------------
+
+LIMIT_PREDICTED_COLOUR = "#8e44ad"
+LIMIT_ACTUAL_COLOUR = "#27ae60"
+
+
+def spectral_density_figure(grid: list[float], density: list[float], zero_mass: float) -> go.Figure:
+    """rho(lambda) of the live Hessian block on a log axis (its tails span many decades), with the
+    exact-zero mass that Lanczos cannot resolve stated in the title."""
+    values = np.asarray(density, dtype=float)
+    floor = max(float(values.max()) * 1e-8, 1e-300) if values.size else 1e-300
+    figure = go.Figure(go.Scatter(x=list(grid), y=np.maximum(values, floor).tolist(), mode="lines",
+                                  line=dict(color="#2980b9"), name="rho",
+                                  hovertemplate="lambda %{x:.4g}<br>density %{y:.3g}<extra></extra>"))
+    figure.update_layout(
+        title=f"Hessian spectral density (plus {100 * zero_mass:.1f}% exactly-zero eigenvalues)",
+        xaxis_title="eigenvalue lambda", yaxis_title="density rho(lambda)", yaxis_type="log",
+        margin=dict(t=50, b=10), height=340,
+    )
+    return figure
+
+
+def limit_crossing_figure(fractions: list[float], removable: list[float], predicted: float) -> go.Figure:
+    """G(R(p)), the removable fraction at the distance pruning p moves the weights, against p; the
+    prediction is where it crosses the diagonal (removable = removed)."""
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color=DENSE_COLOUR, dash="dot"),
+                                name="removable = removed"))
+    figure.add_trace(go.Scatter(x=list(fractions), y=list(removable), mode="lines", line=dict(color="#2980b9"),
+                                name="G(R(p))", hovertemplate="p %{x:.2f}<br>G %{y:.3f}<extra></extra>"))
+    figure.add_trace(go.Scatter(x=[predicted], y=[predicted], mode="markers",
+                                marker=dict(color=LIMIT_PREDICTED_COLOUR, size=11), name=f"predicted {100 * predicted:.1f}%"))
+    figure.update_layout(title="Removable fraction G(R(p)) against pruned fraction p", xaxis_title="pruned fraction p",
+                         yaxis_title="removable fraction G", xaxis_range=[0, 1], yaxis_range=[0, 1.02],
+                         margin=dict(t=50, b=10), height=360)
+    return figure
+
+
+def limit_accuracy_figure(fractions: list[float], accuracy: list[float], dense_accuracy: float,
+                          predicted: float, actual: float) -> go.Figure:
+    """Test accuracy of the one-shot magnitude-pruned L1-trained model against p, with the
+    unpruned accuracy and both limits."""
+    figure = go.Figure(go.Scatter(x=list(fractions), y=[100 * a for a in accuracy], mode="lines+markers",
+                                  marker=dict(size=4), line=dict(color=PRUNED_COLOUR), name="pruned, no fine-tuning",
+                                  hovertemplate="p %{x:.2f}<br>accuracy %{y:.2f}%<extra></extra>"))
+    figure.add_hline(y=100 * dense_accuracy, line_dash="dash", line_color=DENSE_COLOUR,
+                     annotation_text=f"unpruned {100 * dense_accuracy:.2f}%")
+    figure.add_vline(x=actual, line_color=LIMIT_ACTUAL_COLOUR, annotation_text=f"actual {100 * actual:.0f}%")
+    figure.add_vline(x=predicted, line_dash="dot", line_color=LIMIT_PREDICTED_COLOUR,
+                     annotation_text=f"predicted {100 * predicted:.1f}%", annotation_position="bottom left")
+    figure.update_layout(title="Accuracy against pruned fraction", xaxis_title="pruned fraction p",
+                         yaxis_title="test accuracy (%)", xaxis_range=[0, 1], margin=dict(t=50, b=10), height=360)
+    return figure
+
+
+def level_barrier_figure(rows: list[dict]) -> go.Figure:
+    """Error barrier between consecutive levels of iterative pruning (linear mode connectivity),
+    one bar per transition, labelled with the two sparsities. ``rows``: ``level_barriers``'s."""
+    labels = [f"{100 * row['from_sparsity']:.0f}% → {100 * row['to_sparsity']:.0f}%" for row in rows]
+    figure = go.Figure(go.Bar(
+        x=labels, y=[100 * row["barrier"] for row in rows], marker_color="#8e44ad",
+        customdata=[[100 * row["start_error"], 100 * row["end_error"], 100 * row["max_error"]] for row in rows],
+        hovertemplate="%{x}<br>barrier %{y:.2f} pts<br>errors: start %{customdata[0]:.1f}%, end %{customdata[1]:.1f}%, "
+                      "highest %{customdata[2]:.1f}%<extra></extra>",
+    ))
+    figure.update_layout(title="Error barrier between consecutive pruning levels", xaxis_title="sparsity, level to level",
+                         yaxis=dict(title="test error barrier (points)", rangemode="tozero"), height=320,
+                         margin=dict(t=50, b=10))
+    return figure

@@ -68,6 +68,7 @@ def run_sweep(
                                    schedule=Schedule() if own else schedule).to_json()
                 row = {field: report[field] for field in SCALAR_FIELDS}
                 row["dense_accuracy"] = report["dense"]["accuracy"]
+                row["alpha"] = report["intensification"]["alpha"]
                 rows.append(row)
                 done += 1
     if progress:

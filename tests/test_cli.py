@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pruning.analysis.recall import intensification
 from pruning.data import load_dataset
 from pruning.methods import METHODS
 from pruning.models import MODELS, build_model, prunable_weight_names
@@ -160,6 +161,9 @@ def test_prune_json_has_the_documented_fields(report):
         assert len(summary["per_class_recall"]) == 10
         assert all(0.0 <= r <= 1.0 for r in summary["per_class_recall"])
     assert report["dense"]["accuracy"] > 0.5  # one epoch of mlp on mnist-5k
+    shift = intensification(report["dense"]["per_class_recall"], report["dense"]["accuracy"],
+                            report["pruned"]["per_class_recall"], report["pruned"]["accuracy"])
+    assert report["intensification"] == pytest.approx(shift.to_json())
     layers = report["layers"]
     assert [layer["name"] for layer in layers] == ["fc1.weight", "fc2.weight", "fc3.weight"]
     assert [layer["params"] for layer in layers] == [235_200, 30_000, 1_000]

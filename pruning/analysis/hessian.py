@@ -1,16 +1,24 @@
-"""Curvature by automatic differentiation: gradients and Hessian-vector products.
+"""Curvature by automatic differentiation: gradients, Hessian-vector products and the spectrum.
 
-Everything works on *lists* of tensors (one per parameter), so the same functions serve the
-pruning criteria (``H g`` for GraSP and gradient-norm preservation) and spectral tools
-(Lanczos, power iteration) that need many products ``H v`` with one Hessian.
+The product functions work on *lists* of tensors (one per parameter), so the same code serves the
+pruning criteria (``H g`` for GraSP and gradient-norm preservation) and the spectral tools below,
+which see the Hessian of a model's loss as a matrix on one flat vector (``LossHessian``) and only
+ever ask for products ``H v``: the Hessian of a real network (10^5+ weights) is never formed.
+
+Spectral tools: the top eigenvalues (Lanczos), the trace (Hutchinson, Rademacher probes), the
+spectral density (stochastic Lanczos quadrature, SLQ) and the per-weight Hessian row norms, whose
+zeros mark exactly flat coordinates that a short Lanczos run cannot resolve.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.func import functional_call
 
 
 def gradient(loss: Tensor, params: Sequence[Tensor], create_graph: bool = False) -> list[Tensor]:
@@ -54,3 +62,226 @@ def hessian_vector_product(
     ``create_graph=True``; exact (no finite differences), one Hessian row-block per tensor of
     ``params``, shapes as ``params``. ``loss_fn`` takes no arguments and uses ``params``."""
     return hvp_operator(loss_fn, params)(vector)
+
+
+# --- The Hessian of a model's loss as an operator on flat vectors ---------------------------------
+
+
+@dataclass
+class LossHessian:
+    """``v -> H v`` on flat vectors, ``H`` the Hessian of the mean cross-entropy of a model on one
+    batch with respect to the weights ``names`` (all flattened and concatenated, in that order)."""
+
+    names: list[str]
+    shapes: list[torch.Size]
+    product: Callable[[Sequence[Tensor]], list[Tensor]]
+    dtype: torch.dtype
+
+    @property
+    def size(self) -> int:
+        return sum(math.prod(shape) for shape in self.shapes)
+
+    def split(self, flat: Tensor) -> list[Tensor]:
+        return [part.view(shape) for part, shape in zip(flat.split([math.prod(s) for s in self.shapes]), self.shapes)]
+
+    def __call__(self, flat: Tensor) -> Tensor:
+        return torch.cat([part.reshape(-1) for part in self.product(self.split(flat))])
+
+
+def loss_hessian(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    parameters: dict[str, Tensor] | None = None,
+    names: list[str] | None = None,
+) -> LossHessian:
+    """The Hessian operator of ``cross_entropy(model(x), y)`` at ``parameters`` (default: the
+    model's own parameters and buffers; e.g. ``mask.masked_parameters(model)``).
+
+    The loss runs through ``torch.func.functional_call`` on detached copies of the weights, in eval
+    mode (dropout off, batch norm on running statistics: a fixed function whose Hessian is
+    meaningful), and the model's mode is restored: the model itself is never modified."""
+    from pruning.models import prunable_weight_names
+
+    names = list(names) if names is not None else prunable_weight_names(model)
+    tensors = dict(model.named_parameters())
+    tensors.update(model.named_buffers())
+    tensors.update(parameters or {})
+    missing = [name for name in names if name not in tensors]
+    if missing:
+        raise KeyError(f"no parameter named {missing[0]!r} in the model")
+    weights = [tensors[name].detach().clone().requires_grad_(True) for name in names]
+    others = {name: tensor.detach() for name, tensor in tensors.items() if name not in names}
+
+    def loss() -> Tensor:
+        return nn.functional.cross_entropy(functional_call(model, {**others, **dict(zip(names, weights))}, (x,)), y)
+
+    was_training = model.training
+    model.eval()
+    try:
+        product = hvp_operator(loss, weights)  # the forward pass happens here, once
+    finally:
+        model.train(was_training)
+    return LossHessian(names, [w.shape for w in weights], product, weights[0].dtype if weights else torch.float32)
+
+
+# --- Spectral tools on any symmetric operator ---------------------------------------------------
+
+
+def rademacher(size: int, generator: torch.Generator, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Independent +-1 entries: the probes of Hutchinson's estimator and SLQ's start vectors
+    (lowest variance among probes with E[v v^T] = I)."""
+    return (torch.randint(0, 2, (size,), generator=generator) * 2 - 1).to(dtype)
+
+
+@dataclass
+class Tridiagonal:
+    """The Lanczos matrix T = Q^T H Q of one start vector: diagonal ``alphas``, off-diagonal ``betas``."""
+
+    alphas: Tensor
+    betas: Tensor
+
+    def matrix(self) -> Tensor:
+        return torch.diag(self.alphas) + torch.diag(self.betas, 1) + torch.diag(self.betas, -1)
+
+    def quadrature(self) -> tuple[Tensor, Tensor]:
+        """Gauss quadrature nodes (Ritz values) and weights (squared first components of T's
+        eigenvectors): sum_j w_j f(theta_j) = q^T f(H) q exactly for polynomials f of degree < 2 steps."""
+        nodes, vectors = torch.linalg.eigh(self.matrix())
+        return nodes, vectors[0] ** 2
+
+
+def lanczos(operator: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> Tridiagonal:
+    """``steps`` Lanczos iterations from ``start`` with full reorthogonalisation (twice, against
+    every earlier vector), which keeps the Ritz values free of the spurious copies that plain
+    Lanczos produces in floating point. Stops early when the Krylov space becomes invariant (then
+    the Ritz values are exact eigenvalues of H)."""
+    if steps < 1:
+        raise ValueError("Lanczos needs at least one step")
+    basis = torch.zeros(steps, start.numel(), dtype=start.dtype)
+    basis[0] = start / start.norm()
+    alphas, betas = [], []
+    scale = 0.0
+    for j in range(steps):
+        w = operator(basis[j])
+        alpha = torch.dot(w, basis[j])
+        alphas.append(alpha)
+        w = w - alpha * basis[j] - (betas[-1] * basis[j - 1] if j > 0 else 0.0)
+        for _ in range(2):
+            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
+        beta = w.norm()
+        scale = max(scale, abs(float(alpha)), float(beta))
+        if j == steps - 1 or float(beta) <= 1e3 * torch.finfo(start.dtype).eps * max(scale, 1e-300):
+            break
+        betas.append(beta)
+        basis[j + 1] = w / beta
+    as_tensor = lambda values: torch.stack(values) if values else torch.zeros(0, dtype=start.dtype)  # noqa: E731
+    return Tridiagonal(as_tensor(alphas), as_tensor(betas))
+
+
+def top_eigenvalues(
+    operator: Callable[[Tensor], Tensor], size: int, k: int = 1, iterations: int = 20, seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> list[float]:
+    """The ``k`` largest (algebraic) eigenvalues, largest first, as Ritz values of ``iterations``
+    Lanczos steps from a random start: extremal eigenvalues converge first, far faster than power
+    iteration (which also finds the largest *magnitude*, not the largest value)."""
+    generator = torch.Generator().manual_seed(seed)
+    start = torch.randn(size, generator=generator, dtype=torch.float64).to(dtype)
+    nodes, _ = lanczos(operator, start, min(iterations, size)).quadrature()
+    return nodes.flip(0)[:k].tolist()
+
+
+def hutchinson_trace(
+    operator: Callable[[Tensor], Tensor], size: int, probes: int = 10, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> float:
+    """tr(H) ~ mean of v^T H v over Rademacher probes v (unbiased; variance 2 sum_{i!=j} H_ij^2 / probes)."""
+    generator = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for _ in range(probes):
+        v = rademacher(size, generator, dtype)
+        total += float(torch.dot(v, operator(v)))
+    return total / probes
+
+
+def row_norms(
+    operator: Callable[[Tensor], Tensor], size: int, probes: int = 10, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    """||H e_i|| for every coordinate i, estimated without forming H: for Rademacher v,
+    E[(H v)_i^2] = sum_j H_ij^2 = ||H e_i||^2. A row that is exactly zero (a weight that the loss on
+    this batch does not see to second order, e.g. one reading an always-zero pixel or feeding a
+    dead unit) gives exactly zero for every probe."""
+    generator = torch.Generator().manual_seed(seed)
+    squares = torch.zeros(size, dtype=torch.float64)
+    for _ in range(probes):
+        squares += operator(rademacher(size, generator, dtype)).double() ** 2
+    return (squares / probes).sqrt()
+
+
+@dataclass
+class SpectralQuadrature:
+    """SLQ output: per probe, Lanczos nodes and weights (each probe's weights sum to 1). The
+    estimated spectral measure is the average over probes of sum_j w_j delta(lambda - theta_j)."""
+
+    nodes: list[Tensor]
+    weights: list[Tensor]
+
+    def moment(self, k: int) -> float:
+        """Estimate of tr(H^k) / n."""
+        return sum(float((w * t**k).sum()) for t, w in zip(self.nodes, self.weights)) / len(self.nodes)
+
+    def flat(self) -> tuple[Tensor, Tensor]:
+        """All nodes and their weights (divided by the number of probes: total mass 1)."""
+        return torch.cat(self.nodes).double(), torch.cat(self.weights).double() / len(self.nodes)
+
+    def density(self, grid: Tensor, sigma: float) -> Tensor:
+        """Gaussian-smoothed density on ``grid`` (integrates to ~1 when the grid covers the spectrum)."""
+        nodes, weights = self.flat()
+        grid = grid.double()
+        kernel = torch.exp(-0.5 * ((grid[:, None] - nodes[None, :]) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+        return kernel @ weights
+
+
+def spectral_quadrature(
+    operator: Callable[[Tensor], Tensor], size: int, steps: int = 100, probes: int = 1, seed: int = 0,
+    dtype: torch.dtype = torch.float64, support: Tensor | None = None,
+) -> SpectralQuadrature:
+    """Stochastic Lanczos quadrature: for each Rademacher start v (normalised),
+    v^T f(H) v ~ sum_j w_j f(theta_j) from ``steps`` Lanczos steps; averaged over ``probes``
+    starts, this estimates tr(f(H)) / n, i.e. the spectral density.
+
+    ``support`` (boolean, optional) restricts the start vectors to those coordinates: when the
+    other coordinates have exactly zero Hessian rows, H is block-diagonal and this gives the
+    spectrum of the live block alone."""
+    generator = torch.Generator().manual_seed(seed)
+    nodes, weights = [], []
+    for _ in range(probes):
+        start = rademacher(size, generator, dtype)
+        if support is not None:
+            start = start * support.to(dtype)
+        node, weight = lanczos(operator, start, min(steps, size)).quadrature()
+        nodes.append(node)
+        weights.append(weight)
+    return SpectralQuadrature(nodes, weights)
+
+
+def sharpness(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    parameters: dict[str, Tensor] | None = None,
+    names: list[str] | None = None,
+    iterations: int = 20,
+    probes: int = 10,
+    seed: int = 0,
+) -> dict[str, float]:
+    """{"top_eigenvalue": ..., "trace": ...} of the Hessian of the mean cross-entropy on (x, y) with respect to the
+    weights `names` (default: pruning.models.prunable_weight_names(model)), evaluated at `parameters`
+    (default: the model's own; a dict as for torch.func.functional_call, e.g. Mask.masked_parameters(model)).
+
+    The top eigenvalue comes from ``iterations`` Lanczos steps, the trace from ``probes``
+    Hutchinson probes; the model is left untouched."""
+    hessian = loss_hessian(model, x, y, parameters, names)
+    top = top_eigenvalues(hessian, hessian.size, 1, iterations, seed, hessian.dtype)[0]
+    trace = hutchinson_trace(hessian, hessian.size, probes, seed, hessian.dtype)
+    return {"top_eigenvalue": top, "trace": trace}

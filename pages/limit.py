@@ -1,0 +1,82 @@
+"""Limit page: how far one-shot magnitude pruning of an L1-trained network can go without losing
+accuracy, predicted from the Hessian spectrum and the weight magnitudes, and measured."""
+
+import streamlit as st
+
+import ui
+from pruning.analysis.limit import LimitSettings, fundamental_limit, is_limit_cached
+from pruning.errors import BadInputError
+from pruning.plots import limit_accuracy_figure, limit_crossing_figure, spectral_density_figure
+
+experiment = ui.current_experiment()
+st.title("Limit")
+st.caption(f"{experiment.model} on {experiment.dataset} · imbalance {experiment.imbalance:g} · seed {experiment.seed}")
+st.markdown(
+    "How sparse can the network get before it loses accuracy? Following Zhang et al. (*How Sparse Can We Prune a "
+    "Deep Network*), the model is trained with cross-entropy plus λ‖w‖₁ and then pruned globally by magnitude in "
+    "one shot, without fine-tuning (LOMP). Pruning a fraction p moves the weights by **R(p) = ‖w\\* − wᵖ‖₂**. "
+    "Along a Hessian eigendirection with eigenvalue λ, the loss stays within **ε** of its minimum for a step up to "
+    "r = √(2ε/|λ|); ε is the standard deviation of the per-batch training loss, the noise level below which a loss "
+    "change is indistinguishable from training noise. **G(R)** is the fraction of directions that can absorb a step "
+    "of length R, weighted by the spectral density; the predicted limit is where G(R(p)) = p. **Flat directions** "
+    "(small or zero eigenvalues) and **small weights** (small R) both allow more pruning."
+)
+st.latex(r"G(R) = \frac{\sum_\lambda \rho(\lambda)\, \frac{r_\lambda^2}{R^2 + r_\lambda^2}}{\sum_\lambda \rho(\lambda)},"
+         r"\qquad r_\lambda^2 = \frac{2\varepsilon}{|\lambda|},\qquad \hat p:\ G(R(\hat p)) = \hat p")
+state = ui.dense_state(experiment)
+
+defaults = LimitSettings()
+controls, results = st.columns([1, 3], gap="large")
+with controls:
+    l1 = st.number_input("L1 strength λ", 0.0, 0.01, defaults.l1, step=1e-6, format="%g", key="limit.l1",
+                         help="LOMP's L1 term on the prunable weights; larger drives more weights to zero.")
+    batch_size = st.select_slider("Hessian batch (training samples)", [100, 250, 500, 1000, 2000],
+                                  value=defaults.batch_size, key="limit.batch_size",
+                                  help="The fixed training batch whose loss Hessian is analysed.")
+    lanczos_steps = st.slider("Lanczos steps", 10, 200, defaults.lanczos_steps, 10, key="limit.lanczos_steps",
+                              help="Steps of stochastic Lanczos quadrature: more resolve the spectrum finer.")
+    probes = st.slider("SLQ probes", 1, 5, defaults.probes, key="limit.probes",
+                       help="Random start vectors of the spectral density estimate, averaged.")
+    try:
+        settings = LimitSettings(l1=l1, batch_size=batch_size, lanczos_steps=lanczos_steps, probes=probes)
+    except BadInputError as error:
+        st.error(str(error))
+        st.stop()
+
+results_store = st.session_state.setdefault("limit_results", {})
+run_key = (experiment, settings)
+with results:
+    try:
+        if run_key not in results_store and is_limit_cached(experiment, settings):
+            results_store[run_key] = fundamental_limit(experiment, settings)
+        if run_key not in results_store and st.button("Compute the limit", type="primary", key="limit.run"):
+            with st.status("L1 training, accuracy sweep and Hessian spectrum", expanded=True) as status:
+                bar = st.progress(0.0)
+                results_store[run_key] = fundamental_limit(
+                    experiment, settings, progress=lambda fraction, message: bar.progress(min(fraction, 1.0), text=message))
+                status.update(label="Done: limit computed (cached on disk)", state="complete", expanded=False)
+    except ui.USER_ERRORS as error:
+        st.error(str(error))
+        st.stop()
+    result = results_store.get(run_key)
+    if result is None:
+        st.info("Press the button: it trains the L1-regularised model (cached), sweeps the pruned fraction and "
+                "estimates the Hessian spectrum. The result is kept for the session and cached on disk.")
+        st.stop()
+    cards = st.columns(5)
+    cards[0].metric("Predicted limit", f"{100 * result.predicted:.1f}%", help="p where G(R(p)) = p")
+    cards[1].metric("Actual limit", f"{100 * result.actual:.0f}%",
+                    f"{100 * (result.predicted - result.actual):+.1f} pts predicted − actual", delta_color="off",
+                    help="largest pruned fraction whose test accuracy is at least the unpruned L1-trained model's")
+    cards[2].metric("Unpruned accuracy", f"{100 * result.dense_accuracy:.2f}%",
+                    help=f"L1-trained; the normally trained dense model has {100 * state.evaluation.accuracy:.2f}%")
+    cards[3].metric("ε (loss noise)", f"{result.eps:.3g}", help="std of the per-batch training loss at w*")
+    cards[4].metric("Zero eigenvalues", f"{100 * result.zero_mass:.1f}%",
+                    help="weights whose Hessian row is zero on the batch: exact flat directions, G weight 1")
+    left, right = st.columns(2)
+    left.plotly_chart(limit_crossing_figure(result.fractions, result.removable, result.predicted), key="limit_crossing")
+    right.plotly_chart(limit_accuracy_figure(result.fractions, result.accuracy, result.dense_accuracy,
+                                             result.predicted, result.actual), key="limit_accuracy")
+    st.plotly_chart(spectral_density_figure(result.density_grid, result.density, result.zero_mass), key="limit_density")
+    with st.expander("Details"):
+        st.json({key: value for key, value in result.details.items() if key != "l1_history"})

@@ -1,0 +1,178 @@
+"""Loss valley page: is the pruned model in the same valley as the dense one? The loss along the
+straight line between them, over a plane around that line, and the sharpness of both minima."""
+
+import threading
+
+import streamlit as st
+
+import ui
+from pruning.analysis.hessian import sharpness
+from pruning.analysis.landscape import fixed_batch, full_tensors, iterative_levels, level_barriers, line_path, plane
+from pruning.methods import get_method, method_names
+from pruning.pipeline import prune_model
+from pruning.plots import level_barrier_figure, valley_line_figure, valley_plane_figure
+from pruning.schedules import Schedule
+
+experiment = ui.current_experiment()
+st.title("Loss valley")
+st.caption(f"{experiment.model} on {experiment.dataset} · imbalance {experiment.imbalance:g} · seed {experiment.seed}")
+st.markdown(
+    "Directional pruning (gRDA, sDprun) claims that the pruned model lies **in the same flat valley as the SGD "
+    "minimum** it came from: on the straight line from the dense weights (a = 0) to the pruned ones (a = 1) the "
+    "loss stays low and flat, with no barrier in between. One-shot magnitude pruning usually jumps out of the "
+    "valley: the loss rises along the line and the pruned point sits on a wall. The page opens on magnitude "
+    "(instant); choose **grda** or **sdprun** (they train, once, then are cached) to check the claim."
+)
+state = ui.dense_state(experiment)
+
+
+@st.cache_resource
+def _valley_store() -> dict:
+    """Computed valleys, shared by every session (the inputs fix the result)."""
+    return {"lock": threading.Lock(), "results": {}}
+
+
+def compute(result, grid: int, batch_size: int, restrict: bool, with_sharpness: bool, report) -> dict:
+    model, data = state.dense.model, state.data
+    dense = full_tensors(model)
+    train_batch = fixed_batch(data.x_train, data.y_train, batch_size, seed=experiment.seed)
+    test_batch = fixed_batch(data.x_test, data.y_test, batch_size, seed=experiment.seed)
+    stages = (0.0, 0.2, 0.85 if with_sharpness else 1.0)
+    line = line_path(model, dense, result.pruned_tensors, train_batch, test_batch, points=grid,
+                     progress=lambda f, m: report(stages[0] + f * (stages[1] - stages[0]), m))
+    surface = plane(model, dense, result.pruned_tensors, train_batch, points=grid, mask=result.mask if restrict else None,
+                    seed=experiment.seed, progress=lambda f, m: report(stages[1] + f * (stages[2] - stages[1]), f"plane: {m}"))
+    curvature = {}
+    if with_sharpness:
+        report(stages[2], "sharpness of the dense model")
+        curvature["dense"] = sharpness(model, *train_batch, parameters=None)
+        report((stages[2] + 1) / 2, "sharpness of the pruned model")
+        curvature["pruned"] = sharpness(model, *train_batch, parameters=result.pruned_tensors)
+    report(1.0, "done")
+    return {"line": line, "plane": surface, "sharpness": curvature}
+
+
+def show(valley: dict) -> None:
+    line, surface, curvature = valley["line"], valley["plane"], valley["sharpness"]
+    ends = line.a.index(0.0), line.a.index(1.0)
+    cards = st.columns(4)
+    cards[0].metric("Train loss, dense → pruned", f"{line.train_loss[ends[0]]:.3f} → {line.train_loss[ends[1]]:.3f}")
+    cards[1].metric("Test accuracy, dense → pruned",
+                    f"{100 * line.test_accuracy[ends[0]]:.1f}% → {100 * line.test_accuracy[ends[1]]:.1f}%")
+    cards[2].metric("Error barrier (test)", f"{100 * line.barrier('test'):.2f} pts",
+                    help="highest test error on the line between a = 0 and a = 1 minus the mean of the two "
+                    "ends (Frankle et al. 2020); about 0 means a linearly connected valley")
+    cards[3].metric("Error barrier (train)", f"{100 * line.barrier('train'):.2f} pts")
+    st.plotly_chart(valley_line_figure(line), key="valley.line")
+    st.caption("Solid: loss; dotted: accuracy (right axis). Flat and low between the two marks: the pruned point is "
+               "in the dense model's valley. A hump, or a pruned point high on a slope: it is not.")
+    st.plotly_chart(valley_plane_figure(surface), key="valley.plane")
+    st.caption("The plane through both models and a random direction; each filter of that direction has the norm of "
+               "the matching dense filter (Li et al. 2018), biases and norm layers stay put. Colours are log10 of the "
+               "train loss on the fixed batch.")
+    if curvature:
+        st.subheader("Sharpness of the two minima")
+        st.caption("Of the Hessian of the train loss on the fixed batch with respect to the Linear/Conv weights: its "
+                   "largest eigenvalue (Lanczos, 20 steps) and its trace (Hutchinson, 10 probes). A flat valley has "
+                   "small values at both points.")
+        columns = st.columns(4)
+        for index, (key, label) in enumerate((("top_eigenvalue", "Top Hessian eigenvalue"), ("trace", "Hessian trace"))):
+            dense_value, pruned_value = curvature["dense"][key], curvature["pruned"][key]
+            columns[2 * index].metric(f"{label}, dense", f"{dense_value:.4g}")
+            columns[2 * index + 1].metric(f"{label}, pruned", f"{pruned_value:.4g}", f"{pruned_value - dense_value:+.3g}",
+                                          delta_color="inverse")
+
+
+def levels_section(method, sparsity, settings: dict, batch_size: int) -> None:
+    """Linear mode connectivity along iterative pruning: is each level in the previous one's valley?"""
+    st.subheader("Barriers between levels of iterative pruning")
+    st.caption("Iterative pruning (rewinding to initialisation, retraining each round) reaches the target in steps. "
+               "A barrier near 0 between two levels means the sparser network stayed in the same linearly connected "
+               "valley (Frankle et al. 2020). Each round retrains the model, so this runs behind its own button.")
+    if method.trains or sparsity is None:
+        st.info(f"{method.name} prunes while it trains: pick a one-shot criterion to see iterative levels.")
+        return
+    rounds = st.slider("Rounds", 2, 5, 3, key="valley.rounds")
+    store = _valley_store()
+    key = ("levels", experiment, method.name, sparsity, tuple(sorted(settings.items())), rounds, batch_size)
+    if key not in store["results"]:
+        if not st.button(f"Run {rounds} rounds of iterative pruning", key="valley.levels"):
+            return
+        data = state.data
+        try:
+            with st.status("Iterative pruning", expanded=True) as status:
+                bar = st.progress(0.0)
+                levels = iterative_levels(experiment, method.name, sparsity, settings, rounds=rounds, dense=state.dense.model,
+                                          progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
+                rows = level_barriers(state.dense.model, levels,
+                                      fixed_batch(data.x_test, data.y_test, batch_size, seed=experiment.seed))
+                status.update(label="Iterative pruning done", state="complete", expanded=False)
+        except ui.USER_ERRORS as error:
+            st.error(str(error))
+            return
+        with store["lock"]:
+            store["results"][key] = rows
+    st.plotly_chart(level_barrier_figure(store["results"][key]), key="valley.level_barriers")
+
+
+def valley_results(result, method_choices: tuple, grid: int, batch_size: int, restrict: bool,
+                   with_sharpness: bool) -> None:
+    """The valley for these choices: from the store, or computed behind the button."""
+    store = _valley_store()
+    key = (experiment, *method_choices, grid, batch_size, restrict, with_sharpness)
+    if key not in store["results"]:
+        if not st.button("Compute the loss valley", type="primary", key="valley.compute"):
+            st.info(f"Press the button: {grid}² + 2 × {grid} evaluations on {batch_size} samples"
+                    + (", then the Hessian at both points." if with_sharpness else "."))
+            return
+        try:
+            with st.status("Computing the loss valley", expanded=True) as status:
+                bar = st.progress(0.0)
+                valley = compute(result, grid, batch_size, restrict, with_sharpness,
+                                 lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
+                status.update(label="Loss valley computed", state="complete", expanded=False)
+        except ui.USER_ERRORS as error:
+            st.error(str(error))
+            return
+        with store["lock"]:
+            store["results"][key] = valley
+    show(store["results"][key])
+
+
+@st.fragment
+def valley_view():
+    controls, results = st.columns([1, 3], gap="large")
+    with controls:
+        names = method_names()
+        method = get_method(st.selectbox("Method", names, index=names.index("magnitude"), key="valley.method",
+                                         format_func=lambda name: f"{name} (trains)" if get_method(name).trains else name))
+        ui.method_help(method)
+        sparsity = None
+        if method.target_sparsity:
+            sparsity = st.slider("Sparsity (fraction of prunable weights removed)", 0.0, 0.99, 0.9, 0.01, key="valley.sparsity")
+        grid = st.slider("Grid points per axis", 5, 41, 21, 2, key="valley.grid",
+                         help="a in [-0.5, 1.5] and the random direction in [-1, 1]; the plane costs grid² evaluations")
+        batch_size = st.select_slider("Evaluation batch (samples)", (64, 128, 256, 512, 1024), 256, key="valley.batch",
+                                      help="one fixed batch of the train split and one of the test split, the same at every point")
+        restrict = st.toggle("Random direction among surviving weights only", key="valley.restrict",
+                             help="zero on the weights the mask prunes: the plane stays inside the pruned subspace")
+        with_sharpness = st.toggle("Sharpness (Hessian eigenvalue and trace)", value=True, key="valley.sharpness")
+        try:
+            settings = ui.method_settings(method, prefix="valley.")
+            if method.trains:
+                run = ui.pruning_run(experiment, method, sparsity, settings, Schedule(), key="valley.run")
+                if run is None:
+                    return
+                result = run.result
+            else:
+                result = prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed)
+        except ui.USER_ERRORS as error:
+            st.error(str(error))
+            return
+    with results:
+        valley_results(result, method_choices=(method.name, sparsity, tuple(sorted(settings.items()))), grid=grid,
+                       batch_size=batch_size, restrict=restrict, with_sharpness=with_sharpness)
+    levels_section(method, sparsity, settings, batch_size)
+
+
+valley_view()

@@ -1,0 +1,333 @@
+"""The fundamental limit of pruning (Zhang et al., "How Sparse Can We Prune a Deep Network: A
+Fundamental Limit Perspective", 2024; METHODS.md section 6): predicted from the loss landscape at
+the L1-trained weights w*, and measured by one-shot magnitude pruning (LOMP, no fine-tuning).
+
+Prediction. Pruning a fraction p of the smallest weights moves w* by R(p) = ||w* - w^p||_2. Along
+an eigendirection of the Hessian with eigenvalue lambda the loss stays within eps of its minimum
+up to a distance r with lambda r^2 / 2 = eps, i.e. r^2 = 2 eps / |lambda|; eps is the training loss's
+own noise (std of the per-batch loss). The fraction of directions a step of length R can be
+absorbed by is
+
+    G(R) = sum_lambda rho(lambda) r^2 / (R^2 + r^2) / sum_lambda rho(lambda),
+
+which is 1 at R = 0 and falls to the mass of zero eigenvalues (r = infinity) as R grows. The
+predicted limit is the p where the removable fraction equals the removed one, G(R(p)) = p. Flat
+directions (small |lambda|, many zero eigenvalues) and small weights (small R) both push it up.
+
+Smoothing. SLQ estimates tr f(H) / n for a smooth f directly by its quadrature, and G is such a
+trace (f(lambda) = r^2 / (R^2 + r^2)), so by default G sums over the quadrature nodes: the limit
+sigma -> 0 of the smoothed formula. The smoothed density is for display. Smoothing inside G
+(``g_sigma``) is an option, but G depends on the spectrum at |lambda| ~ 2 eps / R^2 (about 1e-3 on
+mnist-5k), where a trained network's Hessian holds most of its mass: a kernel wider than that moves
+mass away from zero and lowers the prediction substantially (bench/RESULTS.md gives the numbers).
+
+Spectrum. rho is estimated by stochastic Lanczos quadrature; a ~100-step
+Lanczos run cannot resolve the (often large) multiplicity of exactly zero eigenvalues, so that mass
+is measured directly: weights whose Hessian row ||H e_i|| is (numerically) zero, e.g. those into or
+out of units dead on the whole batch, span an exact null space (H is symmetric, so their columns
+vanish too and H is block-diagonal). Their fraction is the zero mass; SLQ then runs on the other
+coordinates only, and rho = zero mass * delta(0) + (1 - zero mass) * rho_live. Row norms come from
+E[(H v)_i^2] = ||H e_i||^2 for Rademacher v (a few products H v, no extra passes per weight).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+from torch import nn
+
+from pruning.analysis.hessian import loss_hessian, row_norms, spectral_quadrature
+from pruning.errors import BadInputError
+from pruning.experiment import Experiment, variant_path
+from pruning.models import prunable_weight_names
+from pruning.selection import mask_from_scores
+from pruning.train import Progress, evaluate
+
+RESULT_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    l1: float = 5e-5  # lambda of LOMP's L1 term (the same default as the lomp method)
+    batch_size: int = 1000  # training samples of the fixed batch the Hessian is taken on
+    lanczos_steps: int = 100
+    probes: int = 1  # SLQ start vectors
+    row_probes: int = 8  # Rademacher probes for the Hessian row norms (zero mass)
+    zero_tolerance: float = 1e-6  # a row counts as zero when ||H e_i|| <= this * the largest row norm
+    sigma: float = 1e-3  # Gaussian smoothing of the displayed rho, as a fraction of the spectrum's width
+    g_sigma: float = 0.0  # smoothing of rho inside G (same unit); 0: G from the quadrature nodes directly
+    bins: int = 4000  # grid points of the density
+    grid_step: float = 0.01  # pruned fractions of the accuracy sweep: 0, step, ..., <= 0.99
+    seed: int = 0
+
+    def __post_init__(self):
+        for item in fields(self):
+            kind = int if item.type in ("int", int) else float
+            try:
+                value = kind(getattr(self, item.name))
+            except (TypeError, ValueError):
+                raise BadInputError(f"limit setting {item.name} must be a number, got {getattr(self, item.name)!r}") from None
+            if not math.isfinite(value):
+                raise BadInputError(f"limit setting {item.name} must be finite")
+            object.__setattr__(self, item.name, value)
+        if self.l1 < 0:
+            raise BadInputError("l1 must be >= 0")
+        if min(self.batch_size, self.lanczos_steps, self.probes, self.row_probes) < 1 or self.bins < 10:
+            raise BadInputError("batch_size, lanczos_steps, probes and row_probes must be >= 1, bins >= 10")
+        if not 0 < self.grid_step <= 0.5:
+            raise BadInputError("grid_step must be in (0, 0.5]")
+        if not 0 <= self.zero_tolerance < 1 or not 0 < self.sigma <= 1 or not 0 <= self.g_sigma <= 1:
+            raise BadInputError("zero_tolerance must be in [0, 1), sigma in (0, 1] and g_sigma in [0, 1]")
+
+    @classmethod
+    def from_pairs(cls, pairs: dict[str, str]) -> "LimitSettings":
+        """Settings from ``KEY=VALUE`` strings (the CLI's ``--set``); unknown keys are user errors."""
+        known = {item.name for item in fields(cls)}
+        unknown = sorted(set(pairs) - known)
+        if unknown:
+            raise BadInputError(f"unknown limit setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return cls(**pairs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- The prediction, as pure functions of a spectrum and the weights ------------------------------
+
+
+@dataclass
+class Spectrum:
+    """rho of the live part on ``grid`` (any normalisation; a smoothed density on a grid, or the
+    SLQ quadrature itself: nodes and weights) plus the exact-zero mass, and eps."""
+
+    grid: torch.Tensor
+    density: torch.Tensor
+    zero_mass: float
+    eps: float
+
+
+def removable_fraction(radius, spectrum: Spectrum) -> torch.Tensor:
+    """G(R): the fraction of directions that absorb a step of length R within eps of loss, a
+    continuous function of R (scalar or tensor). r^2 / (R^2 + r^2) = 2 eps / (2 eps + R^2 |lambda|),
+    which is 1 at lambda = 0 and is written this way to stay finite there."""
+    radius = torch.as_tensor(radius, dtype=torch.float64)
+    density = spectrum.density.double().clamp(min=0)
+    total = float(density.sum())
+    flat = spectrum.grid.double().abs()
+    if total <= 0:
+        return torch.ones_like(radius)  # no curvature anywhere: every direction is flat
+    two_eps = 2.0 * spectrum.eps
+    share = two_eps / (two_eps + radius.reshape(-1, 1) ** 2 * flat.reshape(1, -1))
+    share = torch.where(torch.isnan(share), torch.ones_like(share), share)  # 0/0 at R = 0, lambda = 0
+    live = (share * density).sum(1) / total
+    result = spectrum.zero_mass + (1.0 - spectrum.zero_mass) * live
+    return result.reshape(radius.shape)
+
+
+def pruned_distance_squares(weights: torch.Tensor) -> torch.Tensor:
+    """R^2 after pruning the k smallest |w|, for k = 0..n (the cumulative sum of sorted squares):
+    the distance of one-shot magnitude pruning, as ``mask_from_scores`` prunes round(p n)."""
+    squares = weights.detach().double().reshape(-1).square().sort().values
+    return torch.cat([torch.zeros(1, dtype=torch.float64), squares.cumsum(0)])
+
+
+def radius_at(fractions, squares: torch.Tensor) -> torch.Tensor:
+    """R(p) for pruned fractions p, with R^2 cumulated as by ``pruned_distance_squares``."""
+    count = squares.numel() - 1
+    index = torch.round(torch.as_tensor(fractions, dtype=torch.float64) * count).long().clamp(0, count)
+    return squares[index].sqrt()
+
+
+def predicted_limit(squares: torch.Tensor, spectrum: Spectrum) -> float:
+    """argmin_p |G(R(p)) - p| over every p = k / n. G(R(p)) - p strictly decreases in k (G is
+    non-increasing in R, R non-decreasing in p), so bisection finds the first k where it is <= 0;
+    the answer is that k or the one before, whichever is closer."""
+    count = squares.numel() - 1
+
+    def gap(k: int) -> float:
+        return float(removable_fraction(squares[k].sqrt(), spectrum)) - k / count
+
+    low, high = 0, count  # gap(low) > 0 (G(0) = 1), gap(high) <= 0 (G <= 1)
+    if gap(low) <= 0:
+        return 0.0
+    while high - low > 1:
+        middle = (low + high) // 2
+        if gap(middle) > 0:
+            low = middle
+        else:
+            high = middle
+    best = low if abs(gap(low)) < abs(gap(high)) else high
+    return best / count
+
+
+def actual_limit(fractions: list[float], accuracies: list[float], dense_accuracy: float) -> float:
+    """The largest pruned fraction whose accuracy is still at least the unpruned model's."""
+    kept = [p for p, accuracy in zip(fractions, accuracies) if accuracy >= dense_accuracy - 1e-12]
+    return max(kept) if kept else 0.0
+
+
+# --- Measurements on a trained model ------------------------------------------------------------
+
+
+def loss_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    """eps: std of the mean cross-entropy over consecutive training batches of ``batch_size``, at
+    the current weights (eval mode), the loss fluctuation that training cannot resolve anyway."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            losses = [nn.functional.cross_entropy(model(xb), yb).item()
+                      for xb, yb in zip(x.split(batch_size), y.split(batch_size)) if len(yb) == batch_size]
+    finally:
+        model.train(was_training)
+    return float(torch.tensor(losses, dtype=torch.float64).std()) if len(losses) > 1 else 0.0
+
+
+def smoothed(nodes: torch.Tensor, weights: torch.Tensor, relative_sigma: float, bins: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Gaussian-smoothed density of the measure sum_j w_j delta(theta_j) on a grid over its range
+    (padded by 5 sigma; lambda = 0 added when inside), with sigma = relative_sigma * width."""
+    width = max(float(nodes.max() - nodes.min()), 1e-12)
+    sigma = relative_sigma * width
+    grid = torch.linspace(float(nodes.min()) - 5 * sigma, float(nodes.max()) + 5 * sigma, bins, dtype=torch.float64)
+    if float(grid[0]) < 0 < float(grid[-1]):  # keep lambda = 0 on the grid: there G's weight is exactly 1
+        grid = torch.sort(torch.cat([grid, torch.zeros(1, dtype=torch.float64)])).values
+    kernel = torch.exp(-0.5 * ((grid[:, None] - nodes[None, :]) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+    return grid, kernel @ weights, sigma
+
+
+def hessian_spectrum(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: LimitSettings, eps: float,
+    names: list[str] | None = None, progress: Progress | None = None,
+) -> tuple[Spectrum, Spectrum, dict]:
+    """rho at the model's weights on (x, y): zero mass from row norms, SLQ on the live rest.
+    Returns the spectrum G is computed from, the smoothed one for display, and details."""
+    hessian = loss_hessian(model, x, y, names=names or prunable_weight_names(model))
+    size = hessian.size
+    if progress:
+        progress(0.0, "Hessian row norms")
+    norms = row_norms(hessian, size, settings.row_probes, settings.seed, hessian.dtype)
+    largest = float(norms.max()) if size else 0.0
+    live = norms > settings.zero_tolerance * largest
+    zero_mass = 1.0 - float(live.double().mean())
+    steps = min(settings.lanczos_steps, max(1, int(live.sum())))
+    if progress:
+        progress(0.3, f"Lanczos ({steps} steps x {settings.probes} probes)")
+    quadrature = spectral_quadrature(hessian, size, steps, settings.probes, settings.seed, hessian.dtype, support=live)
+    nodes, weights = quadrature.flat()
+    grid, density, sigma = smoothed(nodes, weights, settings.sigma, settings.bins)
+    if settings.g_sigma > 0:
+        for_g = Spectrum(*smoothed(nodes, weights, settings.g_sigma, max(settings.bins, 20000))[:2], zero_mass, eps)
+    else:
+        for_g = Spectrum(nodes, weights, zero_mass, eps)
+    details = {"weights": size, "top_eigenvalue": float(nodes.max()), "bottom_eigenvalue": float(nodes.min()),
+               "trace_estimate": quadrature.moment(1) * int(live.sum()), "sigma": sigma, "lanczos_steps": steps,
+               "quadrature_nodes": nodes.tolist(), "quadrature_weights": weights.tolist()}
+    return for_g, Spectrum(grid, density, zero_mass, eps), details
+
+
+@dataclass
+class LimitResult:
+    """Predicted and actual limit with every curve behind them."""
+
+    experiment: dict
+    settings: dict
+    predicted: float
+    actual: float
+    dense_accuracy: float
+    fractions: list[float]  # the p grid of the sweep
+    radius: list[float]  # R(p)
+    removable: list[float]  # G(R(p))
+    accuracy: list[float]  # test accuracy of the magnitude-pruned L1-trained model at p
+    density_grid: list[float]
+    density: list[float]  # rho of the live part, normalised to integrate to 1 - zero_mass
+    eps: float
+    zero_mass: float
+    details: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"format": RESULT_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, entry: dict) -> "LimitResult":
+        return cls(**{key: value for key, value in entry.items() if key != "format"})
+
+
+def _cache_path(experiment: Experiment, settings: LimitSettings):
+    return variant_path(experiment, "limit", {"format": RESULT_FORMAT, **settings.to_dict()}).with_suffix(".json")
+
+
+def is_limit_cached(experiment: Experiment, settings: LimitSettings) -> bool:
+    return _cache_path(experiment, settings).exists()
+
+
+def fundamental_limit(
+    experiment: Experiment, settings: LimitSettings | None = None, progress: Progress | None = None,
+    use_cache: bool = True,
+) -> LimitResult:
+    """Predicted vs actual pruning limit of ``experiment``'s model trained with LOMP's L1 term.
+
+    The L1-trained model is cached by the lomp method, the result here as JSON per settings."""
+    from pruning.methods.lomp import l1_trained
+
+    settings = settings or LimitSettings()
+    path = _cache_path(experiment, settings)
+    if use_cache and path.exists():
+        try:
+            return LimitResult.from_json(json.loads(path.read_text()))
+        except (ValueError, TypeError, KeyError):
+            pass  # an unreadable entry is recomputed
+
+    def report(start: float, end: float, label: str) -> Progress | None:
+        if progress is None:
+            return None
+        return lambda fraction, message: progress(start + (end - start) * fraction, f"{label}: {message}")
+
+    data = experiment.load_data()
+    trained = l1_trained(experiment, settings.l1, progress=report(0.0, 0.5, "L1 training"))
+    model = trained.model
+    model.eval()
+    names = prunable_weight_names(model)
+    weights = dict(model.named_parameters())
+    magnitudes = {name: weights[name].detach().abs() for name in names}
+    # Sweep: accuracy of the magnitude-pruned model at each p, through functional_call.
+    steps = int(math.floor(0.99 / settings.grid_step + 1e-9))
+    fractions = [round(i * settings.grid_step, 10) for i in range(steps + 1)]
+    dense = evaluate(model, data.x_test, data.y_test, data.num_classes).accuracy
+    accuracies = []
+    for i, fraction in enumerate(fractions):
+        mask = mask_from_scores(magnitudes, fraction, scope="global")
+        accuracies.append(evaluate(model, data.x_test, data.y_test, data.num_classes,
+                                   parameters=mask.masked_parameters(model)).accuracy)
+        if progress:
+            progress(0.5 + 0.15 * (i + 1) / len(fractions), f"accuracy sweep: p = {fraction:.2f}")
+    # Prediction: eps, the spectrum on a fixed training batch, R(p), G(R(p)).
+    eps = loss_noise(model, data.x_train, data.y_train, experiment.train.batch_size)
+    batch = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(settings.seed))[: settings.batch_size]
+    spectrum, display, details = hessian_spectrum(model, data.x_train[batch], data.y_train[batch], settings, eps, names,
+                                         progress=report(0.65, 0.98, "Hessian spectrum"))
+    squares = pruned_distance_squares(torch.cat([weights[name].detach().reshape(-1) for name in names]))
+    radius = radius_at(fractions, squares)
+    removable = removable_fraction(radius, spectrum)
+    predicted = predicted_limit(squares, spectrum)
+    step = display.grid[1:] - display.grid[:-1]
+    area = float((display.density[1:] + display.density[:-1]).mul(step).sum() / 2) or 1.0
+    result = LimitResult(
+        experiment=experiment.to_dict(), settings=settings.to_dict(), predicted=predicted,
+        actual=actual_limit(fractions, accuracies, dense), dense_accuracy=dense, fractions=fractions,
+        radius=radius.tolist(), removable=removable.tolist(), accuracy=accuracies,
+        density_grid=display.grid.tolist(), density=(display.density * (1 - display.zero_mass) / area).tolist(),
+        eps=eps, zero_mass=spectrum.zero_mass,
+        details={**details, "total_norm": float(squares[-1].sqrt()), "l1_history": trained.history},
+    )
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(result.to_json()))
+        os.replace(temporary, path)
+    if progress:
+        progress(1.0, "done")
+    return result
