@@ -17,7 +17,7 @@ from pruning.experiment import DenseModel, Experiment, is_cached, train_dense
 from pruning.methods import Method
 from pruning.models import MODELS, build_model
 from pruning.params import Param
-from pruning.pipeline import ExperimentPruneResult, is_training_run_cached, run_prune
+from pruning.pipeline import ExperimentPruneResult, PruneResult, is_training_run_cached, prune_model, run_prune
 from pruning.schedules import PRUNE_AT, REWIND_TO, SCHEDULE_INFO, SCHEDULES, Schedule
 from pruning.selection import GRANULARITY_INFO
 from pruning.train import Evaluation, TrainConfig, evaluate
@@ -176,6 +176,20 @@ def pruning_run(experiment: Experiment, method: Method, sparsity: float | None, 
         st.info(f"{'This method prunes while it trains' if method.trains else 'This schedule trains'}: press the "
                 "button. The run is kept for this session" + (" and cached on disk." if method.trains else "."))
     return runs.get(run_key)
+
+
+def pruned_result(experiment: Experiment, state: DenseState, method: Method, sparsity: float | None, settings: dict,
+                  key: str) -> PruneResult | None:
+    """The pruned model for a page that looks at one: one-shot methods prune live, methods that
+    train run behind a button (``pruning_run``). None, with a message shown, until there is one."""
+    try:
+        if method.trains:
+            run = pruning_run(experiment, method, sparsity, settings, Schedule(), key=key)
+            return run.result if run is not None else None
+        return prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed)
+    except USER_ERRORS as error:
+        st.error(str(error))
+        return None
 
 
 def method_help(method: Method) -> None:

@@ -8,7 +8,6 @@ from pruning.methods import get_method, method_names
 from pruning.methods.training import mask_transitions
 from pruning.models import prunable_weight_names
 from pruning.pipeline import prune_model
-from pruning.schedules import Schedule
 from pruning.plots import (
     kernel_grid_eligible,
     kernel_grid_figure,
@@ -134,15 +133,11 @@ def masks_view():
             )
         try:
             settings = ui.method_settings(method, prefix="masks.")
-            if method.trains:
-                run = ui.pruning_run(experiment, method, sparsity, settings, Schedule(), key="masks.run")
-                if run is None:
-                    return
-                result = run.result
-            else:
-                result = prune_model(model, state.data, method.name, sparsity, settings, seed=experiment.seed)
         except ui.USER_ERRORS as error:
             st.error(str(error))
+            return
+        result = ui.pruned_result(experiment, state, method, sparsity, settings, key="masks.run")
+        if result is None:
             return
     with results:
         cards = st.columns(3)

@@ -9,9 +9,7 @@ import ui
 from pruning.analysis.hessian import sharpness
 from pruning.analysis.landscape import fixed_batch, full_tensors, iterative_levels, level_barriers, line_path, plane
 from pruning.methods import get_method, method_names
-from pruning.pipeline import prune_model
 from pruning.plots import level_barrier_figure, valley_line_figure, valley_plane_figure
-from pruning.schedules import Schedule
 
 experiment = ui.current_experiment()
 st.title("Loss valley")
@@ -159,15 +157,11 @@ def valley_view():
         with_sharpness = st.toggle("Sharpness (Hessian eigenvalue and trace)", value=True, key="valley.sharpness")
         try:
             settings = ui.method_settings(method, prefix="valley.")
-            if method.trains:
-                run = ui.pruning_run(experiment, method, sparsity, settings, Schedule(), key="valley.run")
-                if run is None:
-                    return
-                result = run.result
-            else:
-                result = prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed)
         except ui.USER_ERRORS as error:
             st.error(str(error))
+            return
+        result = ui.pruned_result(experiment, state, method, sparsity, settings, key="valley.run")
+        if result is None:
             return
     with results:
         valley_results(result, method_choices=(method.name, sparsity, tuple(sorted(settings.items()))), grid=grid,
