@@ -3,15 +3,8 @@
 import json
 
 import pytest
-from pathlib import Path
 
-from streamlit.testing.v1 import AppTest
-
-APP = Path(__file__).resolve().parent.parent / "app.py"
-
-
-def metric(at, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
+from tests.app_driver import metric, start
 
 
 def percent(text: str) -> float:
@@ -24,16 +17,6 @@ def figure(at, title: str) -> dict:
         if spec["layout"]["title"]["text"] == title:
             return spec
     raise AssertionError(f"no figure titled {title!r}")
-
-
-def start(**choices) -> AppTest:
-    """The app after its first run with these sidebar choices. The sidebar lives in app.py
-    (the st.navigation entrypoint), whose widgets AppTest only lets a test set before the first
-    run, through session state; changing them mid-session is covered by the browser test."""
-    at = AppTest.from_file(str(APP), default_timeout=240)
-    for key, value in choices.items():
-        at.session_state[key] = value
-    return at.run()
 
 
 @pytest.fixture

@@ -2,31 +2,10 @@
 are cached, and show their history and mask evolution."""
 
 import json
-from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-APP = Path(__file__).resolve().parent.parent / "app.py"
-
-
-def start(**choices) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=240)
-    for key, value in choices.items():
-        at.session_state[key] = value
-    return at.run()
-
-
-def figures(at) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def titled(at, start: str) -> list[dict]:
-    return [spec for spec in figures(at) if spec["layout"]["title"]["text"].startswith(start)]
-
-
-def metric(at, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
+from tests.app_driver import figure_starting, figures, metric, start
 
 
 def choose_dns(at, key_prefix: str = "") -> None:
@@ -46,7 +25,7 @@ def test_dns_trains_behind_a_button_shows_its_history_and_is_cached(fresh_cache)
     assert not at.exception
     sparsity = float(metric(at, "Sparsity achieved").rstrip("%")) / 100
     assert 0.3 < sparsity < 0.99
-    history = titled(at, "Sparsity and accuracy during the run")[0]
+    history = figure_starting(at, "Sparsity and accuracy during the run")
     assert history["data"][0]["y"][0] == 0.0 and history["data"][0]["y"][-1] == pytest.approx(100 * sparsity, abs=0.01)
     details = at.json[0].value
     assert "spliced_total" in json.loads(details)
@@ -64,7 +43,7 @@ def test_masks_page_scrubs_through_the_mask_evolution_of_a_dns_run():
     choose_dns(at, "masks.")
     at.button(key="masks.run").click().run()
     assert not at.exception
-    turnover = titled(at, "Mask turnover during the run")[0]
+    turnover = figure_starting(at, "Mask turnover during the run")
     spliced = turnover["data"][1]["y"]
     changes = {spec["layout"]["meta"]["layer"]: spec for spec in figures(at) if spec["layout"].get("meta", {}).get("kind") == "change"}
     assert set(changes) == {"fc1", "fc2", "fc3"}

@@ -4,11 +4,9 @@ directions, error barriers, the Loss valley page and the ``landscape`` command."
 import contextlib
 import io
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from streamlit.testing.v1 import AppTest
 from torch import nn
 from torch.func import functional_call
 
@@ -18,8 +16,8 @@ from pruning.experiment import Experiment, train_dense
 from pruning.masks import Mask
 from pruning.schedules import Schedule, run_schedule
 from pruning.train import TrainConfig, evaluate
+from tests.app_driver import start
 
-APP = Path(__file__).resolve().parent.parent / "app.py"
 
 
 class TinyNet(nn.Module):
@@ -179,10 +177,7 @@ def test_cli_landscape_json():
 
 
 def test_loss_valley_page():
-    at = AppTest.from_file(str(APP), default_timeout=240)
-    for key, value in {"dataset": "digits", "model": "mlp", "epochs": 1}.items():
-        at.session_state[key] = value
-    at.run()
+    at = start(dataset="digits", model="mlp", epochs=1)
     at.switch_page("pages/valley.py").run()
     assert not at.exception and not at.error
     assert at.selectbox(key="valley.method").value == "magnitude"

@@ -123,14 +123,9 @@ def test_fundamental_limit_on_a_tiny_experiment(tiny_result):
 
 
 def test_limit_page_computes_and_shows_the_limit(one_thread):
-    from pathlib import Path
+    from tests.app_driver import start
 
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=240)
-    for key, value in {"model": "mlp", "epochs": 1, "dataset": "digits"}.items():
-        at.session_state[key] = value
-    at.run()
+    at = start(model="mlp", epochs=1, dataset="digits")
     at.switch_page("pages/limit.py").run()
     assert not at.exception and not at.error
     at.slider(key="limit.lanczos_steps").set_value(10).run()

@@ -1,36 +1,12 @@
 """AppTest for the Masks and Compare pages, plus the figure functions they draw with."""
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from streamlit.testing.v1 import AppTest
 
 from pruning import plots
-
-APP = Path(__file__).resolve().parent.parent / "app.py"
-
-
-def start(**choices) -> AppTest:
-    """The app after its first run with these sidebar choices (set through session state: the
-    sidebar lives in app.py, whose widgets AppTest only lets a test set before the first run)."""
-    at = AppTest.from_file(str(APP), default_timeout=240)
-    for key, value in choices.items():
-        at.session_state[key] = value
-    return at.run()
-
-
-def figures(at) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def figure(at, title_start: str) -> dict:
-    for spec in figures(at):
-        if spec["layout"]["title"]["text"].startswith(title_start):
-            return spec
-    raise AssertionError(f"no figure titled {title_start!r}...")
+from tests.app_driver import figure_starting as figure
+from tests.app_driver import figures, metric, start
 
 
 def mask_heatmaps(at) -> dict[str, dict]:
@@ -57,10 +33,6 @@ def kept_fraction(spec: dict) -> float:
 def layer_sparsity(at, layer: str) -> float:
     bars = figure(at, "Sparsity per layer")["data"][0]
     return bars["y"][bars["x"].index(layer)] / 100
-
-
-def metric(at, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import recall_score
-from streamlit.testing.v1 import AppTest
 from torch import nn
 
 from pruning.analysis.recall import (
@@ -27,8 +26,9 @@ from pruning.pipeline import prune_model
 from pruning.plots import display_pixels
 from pruning.sweep import run_sweep
 from pruning.train import TrainConfig, evaluate
+from tests.app_driver import figure_starting as figure
+from tests.app_driver import figures, metric, start
 
-APP = Path(__file__).resolve().parent.parent / "app.py"
 DENSE_RECALL = np.array([0.95, 0.90, 0.97, 0.80, 0.88, 0.70, 0.93, 0.91, 0.75, 0.85])
 DENSE_ACCURACY = 0.87
 
@@ -202,26 +202,9 @@ def test_display_pixels_undo_the_standardisation():
 TINY = Experiment(model="mlp", train=TrainConfig(epochs=1))
 
 
-def figures(at) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def figure(at, title_start: str) -> dict:
-    for spec in figures(at):
-        if spec["layout"]["title"]["text"].startswith(title_start):
-            return spec
-    raise AssertionError(f"no figure titled {title_start!r}...")
-
-
-def metric(at, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
-
-
 @pytest.fixture(scope="module")
 def recall_page():
-    at = AppTest.from_file(str(APP), default_timeout=240)
-    at.session_state["model"], at.session_state["epochs"] = "mlp", 1
-    at.run()
+    at = start(model="mlp", epochs=1)
     assert not at.exception
     at.switch_page("pages/recall.py").run()
     assert not at.exception and not at.error

@@ -1,0 +1,34 @@
+"""Driving the app headless with AppTest: start it with sidebar choices, read its figures and metrics."""
+
+import json
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+
+
+def start(**choices) -> AppTest:
+    """The app after its first run with these sidebar choices. The sidebar lives in app.py
+    (the st.navigation entrypoint), whose widgets AppTest only lets a test set before the first
+    run, through session state; changing them mid-session is covered by the browser test."""
+    at = AppTest.from_file(str(APP), default_timeout=240)
+    for key, value in choices.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def figures(at) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def figure_starting(at, title_start: str) -> dict:
+    """The first figure whose title starts with ``title_start``."""
+    for spec in figures(at):
+        if spec["layout"]["title"]["text"].startswith(title_start):
+            return spec
+    raise AssertionError(f"no figure titled {title_start!r}...")
+
+
+def metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
