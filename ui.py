@@ -14,7 +14,7 @@ import streamlit as st
 from pruning.data import DATASETS, Dataset, DataUnavailableError
 from pruning.errors import BadInputError
 from pruning.experiment import DenseModel, Experiment, is_cached, train_dense
-from pruning.methods import Method
+from pruning.methods import Method, get_method, method_names
 from pruning.models import MODELS, build_model
 from pruning.params import Param
 from pruning.pipeline import ExperimentPruneResult, PruneResult, is_training_run_cached, prune_model, run_prune
@@ -190,6 +190,19 @@ def pruned_result(experiment: Experiment, state: DenseState, method: Method, spa
     except USER_ERRORS as error:
         st.error(str(error))
         return None
+
+
+def method_label(name: str) -> str:
+    """A method's name in pickers, marked when it trains (it runs behind a button, not live)."""
+    return f"{name} (trains)" if get_method(name).trains else name
+
+
+def method_picker(key: str, default: str = "magnitude") -> Method:
+    """The method selectbox of a page, every method listed, with the chosen one's description."""
+    names = method_names()
+    method = get_method(st.selectbox("Method", names, index=names.index(default), key=key, format_func=method_label))
+    method_help(method)
+    return method
 
 
 def method_help(method: Method) -> None:

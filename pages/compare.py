@@ -110,7 +110,7 @@ with st.form("compare.form"):
             "Methods (random and magnitude always run too)",
             [name for name in method_names() if name not in BASELINES],
             key="compare.methods",
-            format_func=lambda name: f"{name} (trains)" if get_method(name).trains else name,
+            format_func=ui.method_label,
             help="The baselines are added to whatever is chosen here, so an empty choice compares the two baselines. "
             "Methods marked (trains) run their own training for every point (once per seed where their sparsity "
             "emerges from their settings) and ignore the schedule; their runs are cached.",

@@ -122,9 +122,7 @@ def masks_view():
     parameters = dict(model.named_parameters())
     controls, results = st.columns([1, 3], gap="large")
     with controls:
-        method = get_method(st.selectbox("Method", method_names(), key="masks.method",
-                                         format_func=lambda name: f"{name} (trains)" if get_method(name).trains else name))
-        ui.method_help(method)
+        method = ui.method_picker(key="masks.method")
         sparsity = None
         if method.target_sparsity:
             sparsity = st.slider(

@@ -5,7 +5,6 @@ import streamlit as st
 
 import ui
 from pruning.errors import BadInputError
-from pruning.methods import get_method, method_names
 from pruning.pipeline import PruneResult, prune_model
 from pruning.plots import (
     WARN_SPARSITY,
@@ -55,9 +54,7 @@ def show_result(result: PruneResult, sparsity: float | None, accuracy_before_fin
 def pruning_panel():
     controls, results = st.columns([1, 3], gap="large")
     with controls:
-        method = get_method(st.selectbox("Method", method_names(), key="method",
-                                         format_func=lambda name: f"{name} (trains)" if get_method(name).trains else name))
-        ui.method_help(method)
+        method = ui.method_picker(key="method")
         sparsity = None
         if method.target_sparsity:
             sparsity = st.slider(

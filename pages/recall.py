@@ -168,7 +168,7 @@ def sweep_panel():
         choices = [name for name in method_names() if sweepable(name)]
         methods = st.multiselect("Methods", choices, default=[name for name in SWEEP_DEFAULT_METHODS if name in choices],
                                  key="recall.sweep_methods",
-                                 format_func=lambda name: f"{name} (trains)" if get_method(name).trains else name)
+                                 format_func=ui.method_label)
         mode = st.radio("Pruning", ("iterative with rewinding", "one-shot"), key="recall.sweep_mode", horizontal=True)
     with right:
         max_sparsity = st.select_slider("Highest sparsity", MAX_SPARSITIES, value=0.95, key="recall.sweep_max")

@@ -8,7 +8,6 @@ import streamlit as st
 import ui
 from pruning.analysis.hessian import sharpness
 from pruning.analysis.landscape import fixed_batch, full_tensors, iterative_levels, level_barriers, line_path, plane
-from pruning.methods import get_method, method_names
 from pruning.plots import level_barrier_figure, valley_line_figure, valley_plane_figure
 
 experiment = ui.current_experiment()
@@ -141,10 +140,7 @@ def valley_results(result, method_choices: tuple, grid: int, batch_size: int, re
 def valley_view():
     controls, results = st.columns([1, 3], gap="large")
     with controls:
-        names = method_names()
-        method = get_method(st.selectbox("Method", names, index=names.index("magnitude"), key="valley.method",
-                                         format_func=lambda name: f"{name} (trains)" if get_method(name).trains else name))
-        ui.method_help(method)
+        method = ui.method_picker(key="valley.method")
         sparsity = None
         if method.target_sparsity:
             sparsity = st.slider("Sparsity (fraction of prunable weights removed)", 0.0, 0.99, 0.9, 0.01, key="valley.sparsity")
