@@ -7,6 +7,7 @@ The engine (``pruning/``) never imports streamlit; everything streamlit-specific
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import streamlit as st
@@ -100,21 +101,35 @@ def dense_state(experiment: Experiment) -> DenseState:
     return state
 
 
-def _train_with_progress(experiment: Experiment) -> DenseModel:
-    label = f"Training {experiment.model} on {experiment.dataset} ({experiment.train.epochs} epochs)"
+@contextmanager
+def progress_status(label: str, done: str, failed: str | None = None):
+    """A status box with a progress bar around a long computation; yields the ``(fraction,
+    message)`` callback the engine reports to (fraction clamped to [0, 1], the bar redrawn only
+    when the percent or the message changes). On success the box collapses under ``done``; if
+    an error escapes it is marked failed (under ``failed`` when given)."""
     with st.status(label, expanded=True) as status:
         bar = st.progress(0.0, text="starting")
-        shown = {"percent": -1}
+        shown = {"text": None}
 
         def report(fraction: float, message: str) -> None:
-            percent = int(100 * fraction)
-            if percent != shown["percent"]:
-                shown["percent"] = percent
-                bar.progress(fraction, text=f"{message} ({percent}%)")
+            fraction = min(max(fraction, 0.0), 1.0)
+            text = f"{message} ({int(100 * fraction)}%)"
+            if text != shown["text"]:
+                shown["text"] = text
+                bar.progress(fraction, text=text)
 
-        dense = train_dense(experiment, progress=report)
-        status.update(label=f"Trained and cached: {experiment.model} on {experiment.dataset}", state="complete", expanded=False)
-    return dense
+        try:
+            yield report
+        except Exception:
+            status.update(label=failed or label, state="error", expanded=False)
+            raise
+        status.update(label=done, state="complete", expanded=False)
+
+
+def _train_with_progress(experiment: Experiment) -> DenseModel:
+    label = f"Training {experiment.model} on {experiment.dataset} ({experiment.train.epochs} epochs)"
+    with progress_status(label, done=f"Trained and cached: {experiment.model} on {experiment.dataset}") as report:
+        return train_dense(experiment, progress=report)
 
 
 def current_experiment() -> Experiment:
@@ -164,11 +179,8 @@ def pruning_run(experiment: Experiment, method: Method, sparsity: float | None, 
         label = "Train and prune" if method.trains else "Run schedule"
         if run_key not in runs and st.button(label, type="primary", key=key):
             what = f"{method.name}" if method.trains else f"{schedule.kind} pruning with {method.name}"
-            with st.status(what, expanded=True) as status:
-                bar = st.progress(0.0)
-                runs[run_key] = run_prune(experiment, method.name, sparsity, settings, schedule=schedule,
-                                          progress=lambda fraction, message: bar.progress(min(fraction, 1.0), text=message))
-                status.update(label=f"Done: {what}", state="complete", expanded=False)
+            with progress_status(what, done=f"Done: {what}") as report:
+                runs[run_key] = run_prune(experiment, method.name, sparsity, settings, schedule=schedule, progress=report)
     except USER_ERRORS as error:
         st.error(str(error))
         return None

@@ -43,19 +43,9 @@ def compression_note(sparsities: list[float]) -> str:
 
 def run_with_progress(experiment, methods, sparsities, seeds, overrides, schedule) -> list[dict]:
     total = len(methods) * len(sparsities) * len(seeds)
-    with st.status(f"Running the sweep: {total} prunings", expanded=True) as status:
-        bar = st.progress(0.0, text="starting")
-
-        def report(fraction: float, message: str) -> None:
-            bar.progress(min(max(fraction, 0.0), 1.0), text=f"{message} ({100 * fraction:.0f}%)")
-
-        try:
-            rows = run_sweep(experiment, methods, sparsities, seeds, overrides, schedule, progress=report)
-        except ui.USER_ERRORS:
-            status.update(label="The sweep stopped", state="error", expanded=False)
-            raise
-        status.update(label=f"Sweep done: {total} prunings", state="complete", expanded=False)
-    return rows
+    with ui.progress_status(f"Running the sweep: {total} prunings", done=f"Sweep done: {total} prunings",
+                            failed="The sweep stopped") as report:
+        return run_sweep(experiment, methods, sparsities, seeds, overrides, schedule, progress=report)
 
 
 def show_results(rows: list[dict], key) -> None:

@@ -50,11 +50,9 @@ with results:
         if run_key not in results_store and is_limit_cached(experiment, settings):
             results_store[run_key] = fundamental_limit(experiment, settings)
         if run_key not in results_store and st.button("Compute the limit", type="primary", key="limit.run"):
-            with st.status("L1 training, accuracy sweep and Hessian spectrum", expanded=True) as status:
-                bar = st.progress(0.0)
-                results_store[run_key] = fundamental_limit(
-                    experiment, settings, progress=lambda fraction, message: bar.progress(min(fraction, 1.0), text=message))
-                status.update(label="Done: limit computed (cached on disk)", state="complete", expanded=False)
+            with ui.progress_status("L1 training, accuracy sweep and Hessian spectrum",
+                                    done="Done: limit computed (cached on disk)") as report:
+                results_store[run_key] = fundamental_limit(experiment, settings, progress=report)
     except ui.USER_ERRORS as error:
         st.error(str(error))
         st.stop()

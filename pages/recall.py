@@ -122,18 +122,14 @@ def sweepable(name: str) -> bool:
 
 def run_sweep_with_progress(methods, max_sparsity, level_fraction, iterative) -> dict[str, list[dict]]:
     curves = {}
-    with st.status(f"Pruning with {', '.join(methods)} up to {100 * max_sparsity:g}% sparsity", expanded=True) as status:
-        bar = st.progress(0.0, text="starting")
+    with ui.progress_status(f"Pruning with {', '.join(methods)} up to {100 * max_sparsity:g}% sparsity",
+                            done=f"Done: α for {', '.join(methods)}") as report:
         for position, name in enumerate(methods):
-            def report(fraction: float, message: str, position=position, name=name) -> None:
-                overall = (position + min(max(fraction, 0.0), 1.0)) / len(methods)
-                bar.progress(overall, text=f"{name}: {message} ({100 * overall:.0f}%)")
+            def report_overall(fraction: float, message: str, position=position, name=name) -> None:
+                report((position + min(max(fraction, 0.0), 1.0)) / len(methods), f"{name}: {message}")
 
-            run = recall_run(experiment, name, max_sparsity, level_fraction, iterative=iterative, progress=report)
+            run = recall_run(experiment, name, max_sparsity, level_fraction, iterative=iterative, progress=report_overall)
             curves[name] = alpha_by_level([run])
-        bar.progress(1.0, text="done")
-        status.update(label=f"Done: α at {len(curves[methods[0]])} sparsities for {', '.join(methods)}", state="complete",
-                      expanded=False)
     return curves
 
 

@@ -97,13 +97,11 @@ def levels_section(method, sparsity, settings: dict, batch_size: int) -> None:
             return
         data = state.data
         try:
-            with st.status("Iterative pruning", expanded=True) as status:
-                bar = st.progress(0.0)
+            with ui.progress_status("Iterative pruning", done="Iterative pruning done") as report:
                 levels = iterative_levels(experiment, method.name, sparsity, settings, rounds=rounds, dense=state.dense.model,
-                                          progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
+                                          progress=report)
                 rows = level_barriers(state.dense.model, levels,
                                       fixed_batch(data.x_test, data.y_test, batch_size, seed=experiment.seed))
-                status.update(label="Iterative pruning done", state="complete", expanded=False)
         except ui.USER_ERRORS as error:
             st.error(str(error))
             return
@@ -123,11 +121,8 @@ def valley_results(result, method_choices: tuple, grid: int, batch_size: int, re
                     + (", then the Hessian at both points." if with_sharpness else "."))
             return
         try:
-            with st.status("Computing the loss valley", expanded=True) as status:
-                bar = st.progress(0.0)
-                valley = compute(result, grid, batch_size, restrict, with_sharpness,
-                                 lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
-                status.update(label="Loss valley computed", state="complete", expanded=False)
+            with ui.progress_status("Computing the loss valley", done="Loss valley computed") as report:
+                valley = compute(result, grid, batch_size, restrict, with_sharpness, report)
         except ui.USER_ERRORS as error:
             st.error(str(error))
             return
