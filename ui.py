@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from pruning import cache
 from pruning.data import DATASETS, Dataset, DataUnavailableError
 from pruning.errors import BadInputError
 from pruning.experiment import DenseModel, Experiment, is_cached, train_dense
@@ -22,6 +23,7 @@ from pruning.pipeline import ExperimentPruneResult, PruneResult, is_training_run
 from pruning.schedules import PRUNE_AT, REWIND_TO, SCHEDULE_INFO, SCHEDULES, Schedule
 from pruning.selection import GRANULARITY_INFO
 from pruning.train import Evaluation, TrainConfig, evaluate
+from pruning.weights import max_upload_bytes, use_weights
 
 IMBALANCE_CHOICES = (1, 2, 5, 10, 20, 50, 100)
 USER_ERRORS = (BadInputError, DataUnavailableError)
@@ -54,13 +56,43 @@ def experiment_sidebar() -> None:
                 value=defaults.lr,
                 key="lr", persist_state="session",
             )
-    st.session_state["experiment"] = Experiment(
+        with st.expander("Bring your own weights"):
+            weights_file = st.file_uploader(
+                "Trained state_dict of the chosen model (.pt)", type=["pt", "pth"], key="weights_file",
+                help="torch.save(model.state_dict(), path). Read as plain tensors only (never run as code), "
+                f"at most {max_upload_bytes() // 2**20} MB; keys and shapes must be the model's.",
+            )
+            mask_file = st.file_uploader(
+                "Mask (optional: {name: 0/1 tensor}; masked weights set to zero)", type=["pt", "pth"], key="mask_file",
+            )
+    experiment = Experiment(
         dataset=dataset,
         model=model,
         imbalance=float(imbalance),
         seed=int(seed),
         train=TrainConfig(epochs=int(epochs), lr=float(lr)),
     )
+    if weights_file is not None:
+        try:
+            experiment = use_weights(experiment, weights_file.getvalue(), mask_file.getvalue() if mask_file else None)
+            st.sidebar.success(f"Using the uploaded weights ({weights_file.name}) instead of training.")
+        except USER_ERRORS as error:
+            st.sidebar.error(f"{error}. Using the trained model instead.")
+    elif mask_file is not None:
+        st.sidebar.warning("A mask applies to uploaded weights: upload the weights too.")
+    st.session_state["experiment"] = experiment
+    cache_panel()
+
+
+def cache_panel() -> None:
+    """The disk cache's size against its cap, and a button to empty it."""
+    with st.sidebar.expander("Cache"):
+        used = cache.usage()
+        st.caption(f"{used.bytes / 2**20:.1f} MB in {used.files} files (cap {used.max_bytes / 2**20:.0f} MB, least "
+                   f"recently used evicted first) in {used.folder}")
+        if st.button("Clear the cache", key="clear_cache", help="Trained models and runs are rebuilt when next needed."):
+            removed = cache.clear()
+            st.success(f"Removed {removed} files.")
 
 
 @dataclass

@@ -29,6 +29,7 @@ from pruning.schedules import PRUNE_AT, REWIND_TO, SCHEDULES, Schedule
 from pruning.selection import GRANULARITIES, SCOPES
 from pruning.sweep import run_sweep
 from pruning.train import TrainConfig
+from pruning.weights import read_bytes, use_weights
 
 USAGE_ERROR = 2
 
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     valley.add_argument("--json", action="store_true", help="print one JSON object {line, plane}")
 
     limit = commands.add_parser("limit", help="predicted (Hessian spectrum) vs actual limit of L1-trained one-shot pruning")
-    add_experiment_options(limit)
+    add_experiment_options(limit, weights=False)  # LOMP trains its own L1 model from initialisation
     limit.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="a limit setting (repeatable): l1, batch_size, lanczos_steps, probes, row_probes, "
                        "zero_tolerance, sigma, bins, grid_step, seed")
@@ -137,8 +138,13 @@ def parse_list(text: str, kind, what: str) -> list:
         raise BadInputError(f"--{what} expects a comma-separated list, got {text!r}") from None
 
 
-def add_experiment_options(parser: argparse.ArgumentParser) -> None:
+def add_experiment_options(parser: argparse.ArgumentParser, weights: bool = True) -> None:
     defaults = TrainConfig()
+    if weights:
+        parser.add_argument("--weights", type=Path, metavar="FILE",
+                            help="a trained state_dict of the model to use instead of training (checked, never run as code)")
+        parser.add_argument("--mask", type=Path, metavar="FILE",
+                            help="with --weights: a mask {name: 0/1 tensor}; the masked weights are set to zero on load")
     parser.add_argument("--dataset", default="mnist-5k", help=f"one of: {', '.join(DATASETS)}")
     parser.add_argument("--model", default="lenet5", help=f"one of: {', '.join(MODELS)}")
     parser.add_argument("--imbalance", type=float, default=1.0, help="most/least frequent class ratio of the training split (1 = balanced)")
@@ -153,7 +159,13 @@ def experiment_from_args(args) -> Experiment:
         if getattr(args, name) not in registry:
             raise BadInputError(f"unknown {name} {getattr(args, name)!r}; choose one of: {', '.join(registry)}")
     train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)
-    return Experiment(dataset=args.dataset, model=args.model, imbalance=args.imbalance, seed=args.seed, train=train)
+    experiment = Experiment(dataset=args.dataset, model=args.model, imbalance=args.imbalance, seed=args.seed, train=train)
+    if getattr(args, "mask", None) is not None and args.weights is None:
+        raise BadInputError("--mask applies to --weights: give the weights it masks too")
+    if getattr(args, "weights", None) is not None:
+        mask = read_bytes(args.mask, "mask") if args.mask is not None else None
+        experiment = use_weights(experiment, read_bytes(args.weights, "weights"), mask)
+    return experiment
 
 
 def command_list(args) -> int:

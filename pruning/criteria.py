@@ -13,10 +13,10 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from pruning.analysis.hessian import gradient, hessian_vector_product
 from pruning.errors import BadInputError
+from pruning.models import functional_forward
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def loss_signals(model: nn.Module, names: list[str], context, hessian: bool = Fa
     chunks = list(zip(x.split(SCORING_CHUNK), y.split(SCORING_CHUNK)))
 
     def chunk_loss(x_chunk, y_chunk):
-        logits = functional_call(model, tensors, (x_chunk,))
+        logits = functional_forward(model, tensors, (x_chunk,))
         return nn.functional.cross_entropy(logits, y_chunk, reduction="sum") / len(y)
 
     was_training = model.training
@@ -211,7 +211,7 @@ def synflow_scores(model: nn.Module, names: list[str], context) -> dict[str, tor
     was_training = network.training
     network.eval()
     try:
-        flow = functional_call(network, tensors, (ones,)).sum()
+        flow = functional_forward(network, tensors, (ones,)).sum()
         grads = gradient(flow, weights)
     finally:
         network.train(was_training)

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from pruning.cache import cache_dir, load_entry, save_entry
 from pruning.data import Dataset, load_dataset
 from pruning.errors import BadInputError
-from pruning.masks import atomic_torch_save
 from pruning.models import build_model
 from pruning.train import Progress, TrainConfig, fit
+from pruning.weights import stored_weights
 
 CACHE_FORMAT = 1
 
@@ -31,6 +31,7 @@ class Experiment:
     imbalance: float = 1.0
     seed: int = 0
     train: TrainConfig = TrainConfig()
+    weights: str | None = None  # hash of uploaded weights (pruning.weights) used instead of training
 
     def __post_init__(self):
         # Equal choices must hash equally: 1 and 1.0 name the same model.
@@ -44,7 +45,8 @@ class Experiment:
 
     def key(self) -> str:
         """Stable name of the trained dense model: a hash of every choice that changes it."""
-        text = json.dumps({"format": CACHE_FORMAT, **self.to_dict()}, sort_keys=True)
+        choices = {key: value for key, value in self.to_dict().items() if key != "weights" or value is not None}
+        text = json.dumps({"format": CACHE_FORMAT, **choices}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def load_data(self) -> Dataset:
@@ -55,12 +57,6 @@ class Experiment:
         data = data or self.load_data()
         torch.manual_seed(self.seed)
         return build_model(self.model, data.input_shape, data.num_classes)
-
-
-def cache_dir() -> Path:
-    """``PRUNING_CACHE_DIR`` or ``.cache/pruning`` in the repository (git-ignored)."""
-    default = Path(__file__).resolve().parent.parent / ".cache" / "pruning"
-    return Path(os.environ.get("PRUNING_CACHE_DIR", default))
 
 
 @dataclass
@@ -78,10 +74,10 @@ def cached_dense_path(experiment: Experiment) -> Path:
 def _read_cache(path: Path, model: nn.Module) -> list[dict] | None:
     """The history stored with the weights, after loading them into ``model``; None, with
     ``model`` untouched, if the file is missing, truncated, corrupt or does not fit the model."""
-    if not path.exists():
+    entry = load_entry(path)
+    if entry is None:
         return None
     try:
-        entry = torch.load(path, map_location="cpu", weights_only=True)
         state, history = entry["state_dict"], list(entry["history"])
         expected = model.state_dict()
         if set(state) != set(expected) or any(state[name].shape != expected[name].shape for name in expected):
@@ -93,7 +89,13 @@ def _read_cache(path: Path, model: nn.Module) -> list[dict] | None:
 
 
 def train_dense(experiment: Experiment, progress: Progress | None = None, use_cache: bool = True) -> DenseModel:
-    """The trained dense model of ``experiment``: from the disk cache if there, else trained and cached."""
+    """The trained dense model of ``experiment``: from the disk cache if there, else trained and
+    cached; or, for an experiment on uploaded weights, those weights (never trained)."""
+    if experiment.weights is not None:
+        model = experiment.build_model()
+        model.load_state_dict(stored_weights(experiment))
+        model.eval()
+        return DenseModel(experiment, model, [], from_cache=True)
 
     def train(model, data):
         return fit(model, data, experiment.train, seed=experiment.seed, progress=progress)
@@ -114,9 +116,7 @@ def train_cached(experiment: Experiment, path: Path, train, use_cache: bool = Tr
     history = train(model, data)
     model.eval()
     if use_cache:
-        atomic_torch_save(
-            {"experiment": experiment.to_dict(), "state_dict": model.state_dict(), "history": history}, path
-        )
+        save_entry({"experiment": experiment.to_dict(), "state_dict": model.state_dict(), "history": history}, path)
     return DenseModel(experiment, model, history, from_cache=False)
 
 
@@ -128,4 +128,5 @@ def variant_path(experiment: Experiment, kind: str, choices: dict) -> Path:
 
 
 def is_cached(experiment: Experiment) -> bool:
-    return cached_dense_path(experiment).exists()
+    """Whether the dense model is there without training (uploaded weights never train)."""
+    return experiment.weights is not None or cached_dense_path(experiment).exists()

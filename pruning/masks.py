@@ -6,13 +6,12 @@ Modelled on OpenLTH's ``Mask``: a plain dict of 0/1 tensors keyed by parameter n
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from pruning.cache import atomic_torch_save
 from pruning.errors import BadInputError
 
 
@@ -106,17 +105,3 @@ def pruned_state_dict(model: nn.Module, mask: Mask) -> dict[str, torch.Tensor]:
     for name, entry in mask.items():
         state[name] = state[name] * entry
     return state
-
-
-def atomic_torch_save(obj, path: str | Path) -> None:
-    """Write to a temporary file beside ``path`` then rename, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import copy
 import weakref
 from dataclasses import asdict, dataclass
 
@@ -44,16 +45,12 @@ def _count_flops_per_weight(model: nn.Module, input_shape: tuple[int, ...]) -> d
 
         return hook
 
-    handles = [module.register_forward_hook(record(name)) for name, module in prunable_layers(model).items()]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    model = copy.deepcopy(model)  # hooks go on a private copy: other threads may be running the model
+    for name, module in prunable_layers(model).items():
+        module.register_forward_hook(record(name))
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, *input_shape))
     return {name: 2 * count for name, count in positions.items()}
 
 

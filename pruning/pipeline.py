@@ -16,7 +16,8 @@ from torch import nn
 from pruning.data import Dataset
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, train_dense, variant_path
-from pruning.masks import Mask, atomic_torch_save
+from pruning.cache import load_entry, save_entry
+from pruning.masks import Mask
 from pruning.methods import Method, PruneContext, PruneOutcome, Snapshot, get_method
 from pruning.metrics import ModelStats, model_stats
 from pruning.schedules import Schedule, run_schedule
@@ -209,7 +210,7 @@ def run_training_method(
         dense = train_dense(experiment, progress=progress).model
     outcome = method.train(experiment, dense, sparsity, settings, progress=progress)
     if use_cache:
-        atomic_torch_save(
+        save_entry(
             {
                 "format": RUN_FORMAT,
                 "mask": dict(outcome.mask),
@@ -229,10 +230,10 @@ def is_training_run_cached(experiment: Experiment, method: Method, sparsity: flo
 
 
 def _read_run(path) -> PruneOutcome | None:
-    if not path.exists():
+    entry = load_entry(path)
+    if entry is None:
         return None
     try:
-        entry = torch.load(path, map_location="cpu", weights_only=True)
         if entry["format"] != RUN_FORMAT:
             return None
         snapshots = [Snapshot(shot["step"], shot["epoch"], Mask(shot["mask"]), shot["accuracy"], shot["phase"])

@@ -104,6 +104,20 @@ def expand_groups(keep: torch.Tensor, shape: torch.Size, granularity: str, block
     return matrix.T.reshape(shape).contiguous()
 
 
+def check_block_size(scores: dict[str, torch.Tensor], block_size: int) -> None:
+    """A block must be smaller than every layer it cuts: a block covering a whole layer would make
+    block pruning remove layers, not blocks."""
+    if block_size < 1:
+        raise BadInputError(f"block size must be at least 1, got {block_size}")
+    for name, score in scores.items():
+        rows, cols = _matrix(score).shape
+        if block_size >= rows and block_size >= cols:
+            raise BadInputError(
+                f"block size {block_size} is larger than layer {name} ({rows}x{cols} as a matrix): the whole layer "
+                f"would be one block; choose a block size below {max(rows, cols)}"
+            )
+
+
 def mask_from_scores(
     scores: dict[str, torch.Tensor],
     sparsity: float,
@@ -121,15 +135,18 @@ def mask_from_scores(
     For ``structured`` and ``block`` the sparsity is the fraction of *groups* removed (a channel
     or block ratio, not a parameter ratio). No layer loses more than ``max_layer_sparsity`` of
     its groups, and each keeps at least one group unless ``allow_empty_layers``: the protected
-    groups are the layer's highest-scoring ones. Groups already pruned in ``previous`` stay
+    groups are the layer's highest-scoring ones (structured pruning never empties a layer: a layer
+    without neurons/filters cuts the network). Groups already pruned in ``previous`` stay
     pruned (iterative schedules only ever remove more)."""
     sparsity = check_sparsity(sparsity)
     if scope not in SCOPES:
         raise BadInputError(f"unknown scope {scope!r}; choose one of: {', '.join(SCOPES)}")
     if granularity not in GRANULARITIES:
         raise BadInputError(f"unknown granularity {granularity!r}; choose one of: {', '.join(GRANULARITIES)}")
-    if granularity == "block" and block_size < 1:
-        raise BadInputError(f"block size must be at least 1, got {block_size}")
+    if not scores:
+        raise BadInputError("no prunable weights to select from (structured pruning leaves the output layer whole)")
+    if granularity == "block":
+        check_block_size(scores, block_size)
     groups = {name: group_scores(score, granularity, block_size, aggregate) for name, score in scores.items()}
     for name, entry in (previous or {}).items():
         if name in groups:
@@ -149,6 +166,12 @@ def mask_from_scores(
                 grouped[torch.topk(grouped, protected[name]).indices] = math.inf
                 groups[name] = grouped
         keep = _select(groups, sparsity, scope, protected)
+    emptied = [name for name in groups if granularity == "structured" and not bool(keep[name].any())]
+    if emptied:
+        raise BadInputError(
+            f"structured sparsity {sparsity} would remove every neuron/filter of {', '.join(emptied)}: the network's "
+            "output would no longer depend on its input; lower the sparsity or leave allow_empty_layers off"
+        )
     return Mask({name: expand_groups(keep[name], scores[name].shape, granularity, block_size) for name in scores})
 
 

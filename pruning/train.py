@@ -18,6 +18,7 @@ from torch.func import functional_call
 
 from pruning.errors import BadInputError
 from pruning.masks import Mask
+from pruning.models import functional_forward
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], message)
 
@@ -226,7 +227,7 @@ def evaluate(
     try:
         logits = torch.cat(
             [
-                functional_call(model, parameters, (chunk,)) if parameters is not None else model(chunk)
+                functional_forward(model, parameters, (chunk,))
                 for chunk in x.split(batch_size)
             ]
         )

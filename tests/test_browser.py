@@ -118,3 +118,55 @@ def test_slider_reprunes_live_in_a_real_browser(server):
         wait_for_run(page)
         assert page.locator("[data-testid='stException']").count() == 0
         browser.close()
+
+
+def test_uploaded_weights_are_used_a_pickle_is_refused_and_the_cache_clears(server, tmp_path):
+    """Bring your own weights through the sidebar's upload widget, as a user does."""
+    import pickle
+
+    import torch
+    from playwright.sync_api import sync_playwright
+
+    from pruning.models import build_model
+
+    torch.manual_seed(123)
+    untrained = build_model("lenet5", (1, 28, 28), 10)  # about chance accuracy: unlike the trained model
+    torch.save(untrained.state_dict(), tmp_path / "mine.pt")
+    marker = tmp_path / "code-ran"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"conv1.weight": RunsCode()}, protocol=2))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(server)
+        page.wait_for_selector("[data-testid='stMetric']", timeout=180_000)
+        wait_for_run(page)
+        trained = metric_value(page, "Dense accuracy")
+        sidebar = page.locator("[data-testid='stSidebar']")
+        sidebar.get_by_text("Bring your own weights").click()
+        uploads = sidebar.locator("input[type='file']")
+        uploads.first.set_input_files(str(tmp_path / "mine.pt"))
+        page.wait_for_selector("text=Using the uploaded weights", timeout=120_000)
+        page.wait_for_selector("[data-testid='stMetric']", timeout=120_000)
+        wait_for_run(page)
+        uploaded = metric_value(page, "Dense accuracy")
+        assert uploaded != trained and float(uploaded.rstrip("%")) < 30
+        assert page.locator("[data-testid='stException']").count() == 0
+
+        uploads.first.set_input_files(str(tmp_path / "evil.pt"))
+        page.wait_for_selector("text=refused", timeout=120_000)
+        wait_for_run(page)
+        assert metric_value(page, "Dense accuracy") == trained  # back on the trained model, still working
+        assert not marker.exists()
+        assert page.locator("[data-testid='stException']").count() == 0
+
+        sidebar.get_by_text("Cache", exact=True).click()
+        sidebar.get_by_role("button", name="Clear the cache").click()
+        page.wait_for_selector("text=/Removed [1-9][0-9]* files/", timeout=60_000)
+        wait_for_run(page)
+        assert page.locator("[data-testid='stException']").count() == 0
+        browser.close()

@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
+
+from pruning.models import functional_forward
 
 
 def gradient(loss: Tensor, params: Sequence[Tensor], create_graph: bool = False) -> list[Tensor]:
@@ -114,7 +115,7 @@ def loss_hessian(
     others = {name: tensor.detach() for name, tensor in tensors.items() if name not in names}
 
     def loss() -> Tensor:
-        return nn.functional.cross_entropy(functional_call(model, {**others, **dict(zip(names, weights))}, (x,)), y)
+        return nn.functional.cross_entropy(functional_forward(model, {**others, **dict(zip(names, weights))}, (x,)), y)
 
     was_training = model.training
     model.eval()

@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from pruning.errors import BadInputError
 from pruning.masks import Mask
-from pruning.models import prunable_weight_names
+from pruning.models import functional_forward, prunable_weight_names
 from pruning.train import Progress, fit
 
 LINE_SPAN = (-0.5, 1.5)
@@ -158,7 +158,7 @@ def evaluate_points(
     chunk = chunk or default_chunk(len(y), sum(base[name].numel() for name in moving))
 
     def logits_of(parameters):
-        return functional_call(model, (parameters, fixed), (x,))
+        return functional_forward(model, (parameters, fixed), (x,))
 
     batched_logits = vmap(logits_of)
     losses, accuracies = [], []

@@ -32,15 +32,14 @@ E[(H v)_i^2] = ||H e_i||^2 for Rademacher v (a few products H v, no extra passes
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
 
 from pruning.analysis.hessian import loss_hessian, row_norms, spectral_quadrature
+from pruning.cache import load_json_entry, save_json_entry
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, variant_path
 from pruning.models import prunable_weight_names
@@ -275,9 +274,10 @@ def fundamental_limit(
 
     settings = settings or LimitSettings()
     path = _cache_path(experiment, settings)
-    if use_cache and path.exists():
+    entry = load_json_entry(path) if use_cache else None
+    if entry is not None:
         try:
-            return LimitResult.from_json(json.loads(path.read_text()))
+            return LimitResult.from_json(entry)
         except (ValueError, TypeError, KeyError):
             pass  # an unreadable entry is recomputed
 
@@ -324,10 +324,7 @@ def fundamental_limit(
         details={**details, "total_norm": float(squares[-1].sqrt()), "l1_history": trained.history},
     )
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(result.to_json()))
-        os.replace(temporary, path)
+        save_json_entry(result.to_json(), path)
     if progress:
         progress(1.0, "done")
     return result

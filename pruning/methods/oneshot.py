@@ -33,7 +33,8 @@ SELECTION_PARAMS = (
     Param("block_size", "int", 4, "Block side B for block granularity.", min=1, max=64),
     Param("prune_output_layer", "bool", True, "Prune the last Linear layer too (OpenLTH's lottery-ticket recipe leaves it dense)."),
     Param("max_layer_sparsity", "float", 1.0, "Cap on any one layer's sparsity (global scope can otherwise collapse a layer).", min=0.5, max=1.0),
-    Param("allow_empty_layers", "bool", False, "Let a layer lose every weight/group; by default each keeps its best one."),
+    Param("allow_empty_layers", "bool", False, "Let a layer lose every weight/block; by default each keeps its best one. "
+          "Never for structured: a layer without neurons/filters cuts the network."),
 )
 DATA_PARAMS = (
     Param("samples_per_class", "int", 10, "Class-balanced scoring batch: this many training samples of each class.", min=1, max=500),
