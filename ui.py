@@ -107,30 +107,41 @@ class DenseState:
 
 @st.cache_resource
 def _dense_store() -> dict:
-    return {"lock": threading.Lock(), "states": {}}
+    return {"lock": threading.Lock(), "states": {}, "building": {}}
 
 
 def dense_state(experiment: Experiment) -> DenseState:
     """The experiment's dense model: from memory, from the disk cache, or trained now with a
-    progress bar. A choice that cannot work shows a message and stops the page, nothing else."""
+    progress bar. A choice that cannot work shows a message and stops the page, nothing else.
+    Sessions asking for the same model at once wait for one training instead of each running one."""
     store = _dense_store()
     if experiment in store["states"]:
         return store["states"][experiment]
-    try:
-        data = experiment.load_data()
-        build_model(experiment.model, data.input_shape, data.num_classes)  # fails fast on a bad pair
-        if is_cached(experiment):
-            with st.spinner("Loading the cached dense model..."):
-                dense = train_dense(experiment)
-        else:
-            dense = _train_with_progress(experiment)
-    except USER_ERRORS as error:
-        st.error(str(error))
-        st.stop()
-    state = DenseState(dense, data, evaluate(dense.model, data.x_test, data.y_test, data.num_classes))
     with store["lock"]:
-        store["states"][experiment] = state
-    return state
+        building = store["building"].setdefault(experiment, threading.Lock())
+    if not building.acquire(blocking=False):
+        with st.spinner("Another session is training this model; waiting for it..."):
+            building.acquire()
+    try:
+        if experiment in store["states"]:
+            return store["states"][experiment]
+        try:
+            data = experiment.load_data()
+            build_model(experiment.model, data.input_shape, data.num_classes)  # fails fast on a bad pair
+            if is_cached(experiment):
+                with st.spinner("Loading the cached dense model..."):
+                    dense = train_dense(experiment)
+            else:
+                dense = _train_with_progress(experiment)
+        except USER_ERRORS as error:
+            st.error(str(error))
+            st.stop()
+        state = DenseState(dense, data, evaluate(dense.model, data.x_test, data.y_test, data.num_classes))
+        with store["lock"]:
+            store["states"][experiment] = state
+        return state
+    finally:
+        building.release()
 
 
 @contextmanager

@@ -393,3 +393,20 @@ def test_uploaded_weights_in_one_session_do_not_leak_into_another(mlp):
     uploaded = use_weights(MLP, file_bytes(mlp.model.state_dict()))
     assert dataclasses.replace(uploaded, weights=None) == MLP
     assert train_dense(MLP).from_cache and cached_dense_path(MLP).exists()
+
+
+def test_sessions_opening_an_untrained_model_at_once_train_it_once(fresh_cache):
+    experiment = dataclasses.replace(MLP, seed=7)
+    barrier = threading.Barrier(2)
+
+    def open_app(_):
+        barrier.wait()
+        return start(model="mlp", epochs=1, seed=7)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        sessions = list(pool.map(open_app, range(2)))
+    assert all(not at.exception for at in sessions)
+    assert metric(sessions[0], "Dense accuracy") == metric(sessions[1], "Dense accuracy")
+    trained = [at for at in sessions if any("Trained and cached" in status.label for status in at.status)]
+    assert len(trained) == 1, "both sessions trained the model"
+    assert [path.name for path in (fresh_cache / "dense").iterdir()] == [cached_dense_path(experiment).name]
