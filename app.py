@@ -13,6 +13,7 @@ pages = [
     st.Page("pages/masks.py", title="Masks", icon=":material/grid_on:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("pages/recall.py", title="Recall", icon=":material/balance:"),
+    st.Page("pages/attributions.py", title="Attributions", icon=":material/visibility:"),
     st.Page("pages/valley.py", title="Loss valley", icon=":material/landscape:"),
     st.Page("pages/limit.py", title="Limit", icon=":material/speed:"),
     st.Page("pages/about.py", title="About", icon=":material/info:"),

@@ -14,6 +14,8 @@ most, and which classes pay for it.
 - **Recall**: which classes pay for pruning, and whether pruning intensifies the gaps the dense model has.
 - **Loss valley**: the loss along the path from the dense to the pruned weights and on a 2-D slice,
   with the Hessian's sharpness.
+- **Attributions**: what the dense and the pruned model look at (integrated gradients, saliency),
+  channel attributions with the removed channels marked, and which classes relied on them.
 - **Limit**: how sparse the network can get, predicted from weight magnitudes and the Hessian spectrum,
   beside the limit measured by pruning.
 

@@ -8,15 +8,20 @@ how a criterion's weight scores combine into a neuron/filter/block score.
 from __future__ import annotations
 
 import copy
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
+from pruning.analysis import attribution
 from pruning.analysis.hessian import gradient, hessian_vector_product
 from pruning.errors import BadInputError
 from pruning.models import functional_forward
+from pruning.params import Param
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,8 @@ class Criterion:
     aggregate: str = "sum"  # "sum" of weight scores per group, or "l2" norm
     needs_data: bool = True
     iterative: bool = False  # scored again after each of several pruning rounds (SynFlow)
+    structured_only: bool = False  # scores whole neurons/filters: only structured granularity applies
+    params: tuple[Param, ...] = ()  # extra declared settings, passed to ``score`` as keyword arguments
 
 
 def magnitude_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
@@ -226,6 +233,78 @@ def synflow_scores(model: nn.Module, names: list[str], context) -> dict[str, tor
     return scores
 
 
+# --- channel attributions (captum) as neuron/filter importance ---
+
+
+# The app re-prunes on every slider move: an unchanged model attributed on the same batch gives the same
+# channel scores, and ablation costs seconds, so the last few are kept. An entry is used only for the very
+# same model and data objects (weak references) whose tensors were not modified since (autograd's version
+# counters, which every in-place update such as an optimizer step or load_state_dict bumps).
+ATTRIBUTION_MEMO_SIZE = 8
+_ATTRIBUTION_MEMO: OrderedDict = OrderedDict()
+_ATTRIBUTION_MEMO_LOCK = threading.Lock()
+
+
+def _tensor_versions(model: nn.Module) -> tuple:
+    return tuple((name, tensor.data_ptr(), tensor._version)
+                 for name, tensor in (*model.named_parameters(), *model.named_buffers()))
+
+
+def attribution_scores(model: nn.Module, names: list[str], context, method: str,
+                       n_steps: int = attribution.DEFAULT_STEPS) -> dict[str, torch.Tensor]:
+    """Per-weight scores from the channel attribution ``method`` (see
+    ``pruning.analysis.attribution``): on :func:`balanced_batch`, each sample's true-label logit
+    attributed to every output channel of the named Linear/Conv layers, ``|attribution|`` averaged
+    over each class's samples, then over the classes. Each weight of channel c carries
+    ``score_c / k`` (k weights per channel), so a neuron/filter's summed group score is its channel
+    score. The model runs as an eval-mode copy and is left unchanged."""
+    if getattr(context, "data", None) is None or not hasattr(context.data, "x_train"):
+        raise BadInputError("this criterion attributes the model's outputs on training data, and none was given")
+    layers = [name.removesuffix(".weight") for name in names]
+    key = (id(model), id(context.data), method, int(n_steps), int(context.samples_per_class), int(context.seed), tuple(layers))
+    fingerprint = _tensor_versions(model)
+    with _ATTRIBUTION_MEMO_LOCK:
+        entry = _ATTRIBUTION_MEMO.get(key)
+    if entry is not None and entry[0]() is model and entry[1]() is context.data and entry[2] == fingerprint:
+        importance = entry[3]
+    else:
+        x, y = balanced_batch(context.data, context.samples_per_class, context.seed)
+        baseline = attribution.input_baseline(x, context.data.mean, context.data.std)
+        per_sample = attribution.channel_attributions(model, layers, x, y, method, n_steps=n_steps, baseline=baseline)
+        importance = attribution.channel_importance(
+            attribution.class_channel_attributions(per_sample, y, context.data.num_classes))
+        with _ATTRIBUTION_MEMO_LOCK:
+            _ATTRIBUTION_MEMO[key] = (weakref.ref(model), weakref.ref(context.data), fingerprint, importance)
+            while len(_ATTRIBUTION_MEMO) > ATTRIBUTION_MEMO_SIZE:
+                _ATTRIBUTION_MEMO.popitem(last=False)
+    parameters = dict(model.named_parameters())
+    return {name: attribution.spread_over_channel(importance[layer], parameters[name].shape)
+            for name, layer in zip(names, layers)}
+
+
+def gradxact_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
+    """Gradient x activation of each channel (captum ``LayerGradientXActivation``)."""
+    return attribution_scores(model, names, context, "gradxact")
+
+
+def conductance_scores(model: nn.Module, names: list[str], context, n_steps: int = attribution.DEFAULT_STEPS):
+    """Layer conductance of each channel (captum ``LayerConductance``, ``n_steps`` steps along the path)."""
+    return attribution_scores(model, names, context, "conductance", n_steps=n_steps)
+
+
+def ablation_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
+    """Ablation of each channel to its bias (captum ``LayerFeatureAblation``): the logit change from pruning it."""
+    return attribution_scores(model, names, context, "ablation")
+
+
+ATTRIBUTION_NOTE = (
+    " The attributed activation is each Linear/Conv layer's output channel (bias included, before the "
+    "activation function); every sample is attributed to its true class's logit, the channel's attribution is "
+    "summed over its positions, and its score is |attribution| averaged over each class's samples of a "
+    "class-balanced training batch, then over the classes. Scores whole neurons/filters, so only structured "
+    "granularity applies; the output layer stays whole."
+)
+
 CRITERIA: dict[str, Criterion] = {
     criterion.name: criterion
     for criterion in (
@@ -320,6 +399,50 @@ CRITERIA: dict[str, Criterion] = {
             synflow_scores,
             needs_data=False,
             iterative=True,
+        ),
+        Criterion(
+            "attr-gradxact",
+            "Gradient x activation of each neuron/filter (captum LayerGradientXActivation): the channel's "
+            "activation times the gradient of the true class's logit, one backward pass. The first-order "
+            "estimate of how much the logit would move if the channel were silenced; the channel-level "
+            "counterpart of first-order Taylor pruning." + ATTRIBUTION_NOTE,
+            r"s_c = \operatorname{mean}_k \operatorname{mean}_{i: y_i = k} "
+            r"\Big| \sum_{h,w} a_{c,hw}(x_i)\, \frac{\partial F_{y_i}}{\partial a_{c,hw}}(x_i) \Big|",
+            "Shrikumar, Greenside, Shcherbina & Kundaje, Not Just a Black Box: Learning Important Features Through "
+            "Propagating Activation Differences, 2016; Molchanov et al., Pruning Convolutional Neural Networks for "
+            "Resource Efficient Inference, ICLR 2017; Kokhlikyan et al., Captum, 2020.",
+            gradxact_scores,
+            structured_only=True,
+        ),
+        Criterion(
+            "attr-conductance",
+            "Layer conductance of each neuron/filter (captum LayerConductance): the integrated-gradients flow "
+            "of the true class's logit through the channel along the straight path from a black image to the "
+            "input in n_steps equal steps, ends included (n_steps + 1 forward/backward passes per layer). "
+            "Unlike gradient x activation it accounts for saturation along the path; a layer's channels sum to "
+            "about F(x) - F(black)." + ATTRIBUTION_NOTE,
+            r"s_c = \operatorname{mean}_k \operatorname{mean}_{i: y_i = k} \Big| \sum_{h,w} \int_0^1 "
+            r"\frac{\partial F_{y_i}}{\partial a_{c,hw}} \frac{\partial a_{c,hw}}{\partial \alpha}"
+            r"\big(x' + \alpha (x_i - x')\big)\, d\alpha \Big|",
+            "Dhamdhere, Sundararajan & Yan, How Important Is a Neuron?, ICLR 2019; Kokhlikyan et al., Captum, 2020.",
+            conductance_scores,
+            structured_only=True,
+            params=(Param("n_steps", "int", attribution.DEFAULT_STEPS,
+                          "Integration steps from the black image to each input (trapezoid points, both ends "
+                          "included); cost grows with it.", min=2, max=64),),
+        ),
+        Criterion(
+            "attr-ablation",
+            "Ablation of each neuron/filter (captum LayerFeatureAblation): the true class's logit minus the logit "
+            "with the channel replaced by its bias, which is exactly what pruning that one channel leaves, so the "
+            "score is the measured effect of removing the channel alone (not a gradient estimate). One forward "
+            "pass per channel and sample, batched." + ATTRIBUTION_NOTE,
+            r"s_c = \operatorname{mean}_k \operatorname{mean}_{i: y_i = k} "
+            r"\big| F_{y_i}(x_i) - F_{y_i}(x_i;\ a_c \leftarrow b_c) \big|",
+            "Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014 (occlusion); "
+            "Kokhlikyan et al., Captum, 2020.",
+            ablation_scores,
+            structured_only=True,
         ),
     )
 }

@@ -6,7 +6,10 @@ several rounds whose sparsity grows exponentially, ``1 - (1 - s)^(k / rounds)``.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pruning.criteria import CRITERIA, Criterion
+from pruning.errors import BadInputError
 from pruning.methods import Method, PruneContext, PruneOutcome
 from pruning.models import prunable_weight_names
 from pruning.params import Param
@@ -40,6 +43,15 @@ DATA_PARAMS = (
     Param("samples_per_class", "int", 10, "Class-balanced scoring batch: this many training samples of each class.", min=1, max=500),
 )
 ITERATIVE_PARAMS = (Param("rounds", "int", 100, "Scoring rounds; sparsity grows exponentially over them.", min=1, max=1000),)
+# Criteria that score whole channels (captum attributions): structured only, so no blocks, and the output layer stays whole.
+STRUCTURED_PARAMS = tuple(
+    replace(param, default="structured", choices=("structured",),
+            help="structured: whole neurons (Linear) and filters (Conv), the sparsity being the fraction of "
+            "neurons/filters removed (a channel ratio); the output layer stays whole. This criterion scores "
+            "channels, so it has no unstructured or block reading.")
+    if param.name == "granularity" else param
+    for param in SELECTION_PARAMS if param.name not in ("block_size", "prune_output_layer")
+)
 
 
 class CriterionMethod(Method):
@@ -49,13 +61,19 @@ class CriterionMethod(Method):
         self.criterion = criterion
         self.name, self.description = criterion.name, criterion.description
         self.formula, self.reference = criterion.formula, criterion.reference
-        self.params = SELECTION_PARAMS + (DATA_PARAMS if criterion.needs_data else ()) + (
-            ITERATIVE_PARAMS if criterion.iterative else ()
-        )
+        self.params = (STRUCTURED_PARAMS if criterion.structured_only else SELECTION_PARAMS) + (
+            DATA_PARAMS if criterion.needs_data else ()) + (ITERATIVE_PARAMS if criterion.iterative else ()) + criterion.params
+
+    def settings(self, overrides=None):
+        granularity = (overrides or {}).get("granularity", "structured")
+        if self.criterion.structured_only and str(granularity) != "structured":
+            raise BadInputError(f"{self.name} scores whole neurons/filters by their attribution: only structured "
+                                f"granularity applies, not {granularity!r}")
+        return super().settings(overrides)
 
     def prune(self, model, sparsity, settings, context: PruneContext) -> PruneOutcome:
         structured = settings["granularity"] == "structured"
-        names = prunable_weight_names(model, include_output=settings["prune_output_layer"] and not structured)
+        names = prunable_weight_names(model, include_output=settings.get("prune_output_layer", False) and not structured)
         context.samples_per_class = settings.get("samples_per_class", context.samples_per_class)
 
         def select(scores, target):
@@ -64,19 +82,21 @@ class CriterionMethod(Method):
                 target,
                 scope=settings["scope"],
                 granularity=settings["granularity"],
-                block_size=settings["block_size"],
+                block_size=settings.get("block_size", 1),
                 aggregate=self.criterion.aggregate,
                 max_layer_sparsity=settings["max_layer_sparsity"],
                 allow_empty_layers=settings["allow_empty_layers"],
                 previous=context.previous_mask,
             )
 
+        extra = {param.name: settings[param.name] for param in self.criterion.params}
         if not self.criterion.iterative:
-            return PruneOutcome(select(self.criterion.score(model, names, context), sparsity))
+            return PruneOutcome(select(self.criterion.score(model, names, context, **extra), sparsity))
         rounds = settings["rounds"]
         context.mask = None
         for round_index in range(1, rounds + 1):
-            context.mask = select(self.criterion.score(model, names, context), 1 - (1 - sparsity) ** (round_index / rounds))
+            context.mask = select(self.criterion.score(model, names, context, **extra),
+                                  1 - (1 - sparsity) ** (round_index / rounds))
         return PruneOutcome(context.mask)
 
 
