@@ -1,14 +1,24 @@
 """Prune page: one-shot pruning that follows the sparsity slider live; schedules that train run
-behind a button, with progress, and are kept for the session."""
+behind a button, with progress, and are kept for the session. Measured latency, the physically
+smaller model and the exports also run behind a button: they take seconds, the slider must not."""
 
+import hashlib
+import io
+import json
+
+import pandas as pd
 import streamlit as st
+import torch
 
 import ui
 from pruning.errors import BadInputError
+from pruning.export import LAYERS_FILE, ONNX_FILE, PROGRAM_FILE, export_bytes, layers_csv
+from pruning.physical import COSTS_NOTE, real_costs
 from pruning.pipeline import PruneResult, prune_model
 from pruning.plots import (
     WARN_SPARSITY,
     class_recall_figure,
+    costs_figure,
     history_figure,
     layer_sparsity_figure,
     schedule_preview_figure,
@@ -25,7 +35,8 @@ with st.expander("Dense model training curve"):
     st.plotly_chart(training_curve_figure(state.dense.history), key="training_curve")
 
 
-def show_result(result: PruneResult, sparsity: float | None, accuracy_before_finetune: float | None = None) -> None:
+def show_result(result: PruneResult, sparsity: float | None, accuracy_before_finetune: float | None = None,
+                run: tuple = ("live",)) -> None:
     dense, pruned, stats = state.evaluation, result.pruned, result.stats
     cards = st.columns(5)
     cards[0].metric("Dense accuracy", f"{100 * dense.accuracy:.2f}%")
@@ -48,6 +59,84 @@ def show_result(result: PruneResult, sparsity: float | None, accuracy_before_fin
                             dense.accuracy, pruned.accuracy),
         key="class_recall",
     )
+    with st.expander("Real size and speed: physically smaller model, measured latency, downloads"):
+        real_costs_panel(result, run)
+
+
+COST_LABELS = {
+    "model": "model", "params": "params", "compression": "compression (x)", "flops": "FLOPs (batch 1)",
+    "theoretical_speedup": "theoretical speedup (x, FLOPs)", "latency_ms_batch1": "latency batch 1 (ms)",
+    "latency_ms_batch64": "latency batch 64 (ms)", "measured_speedup_batch1": "measured speedup batch 1 (x)",
+    "measured_speedup_batch64": "measured speedup batch 64 (x)",
+}
+
+
+def result_key(result: PruneResult, run: tuple) -> tuple:
+    """What a measurement belongs to: the experiment, the method's choices and the mask itself."""
+    digest = hashlib.sha1()
+    for name in sorted(result.mask):
+        digest.update(name.encode())
+        digest.update(result.mask[name].numpy().tobytes())
+    settings = tuple(sorted((key, str(value)) for key, value in result.settings.items()))
+    return experiment, result.method, settings, result.target_sparsity, run, digest.hexdigest()
+
+
+def real_costs_panel(result: PruneResult, run: tuple) -> None:
+    """Measured latency of the dense, masked and physically smaller models, and the files to take
+    away. Runs on a button press (timing takes seconds) and is kept for the session (the latest one)."""
+    store = st.session_state.setdefault("real_costs", {})
+    key = result_key(result, run)
+    if key not in store:
+        intro = st.empty()
+        with intro.container():
+            st.caption("Times one forward pass of the dense, masked and physically pruned models on the CPU at batch "
+                       "1 and 64, and builds the downloads (ONNX and torch.export files of the smaller model). "
+                       "Takes seconds.")
+            pressed = st.button("Measure latency and build exports", key="measure_costs")
+        if not pressed:
+            return
+        intro.empty()
+        model = state.dense.model
+        try:
+            with ui.progress_status("Physical removal, latency and exports", done="Measured and exported") as report:
+                costs = real_costs(model, result.mask, state.data.input_shape, result.pruned_state_dict(model),
+                                   progress=report)
+                report(1.0, "exporting the physical model")
+                files = export_bytes(costs)
+        except BadInputError as error:
+            st.error(str(error))
+            return
+        store.clear()  # one measurement kept: its models and files are large
+        store[key] = (costs, files)
+    costs, files = store[key]
+    table = pd.DataFrame(costs.rows()).rename(columns=COST_LABELS)
+    st.dataframe(table, hide_index=True, key="costs_table")
+    st.plotly_chart(costs_figure(costs), key="costs_figure")
+    if costs.physical is None:
+        st.info(costs.physical_note)
+    else:
+        st.caption(costs.physical_note)
+    st.caption(f"{COSTS_NOTE} Latency: median of timed CPU forward passes with {costs.threads} thread, "
+               "after warm-up, the models taking turns; a shared machine makes it noisy.")
+    summary = {"experiment": experiment.to_dict(), "method": result.method, "settings": result.settings,
+               "target_sparsity": result.target_sparsity, **result.stats.to_dict(), **costs.to_json()}
+    buffer = io.BytesIO()
+    torch.save(result.pruned_state_dict(state.dense.model), buffer)
+    downloads = [("result.json", json.dumps(summary, indent=2, default=str), "application/json"),
+                 (LAYERS_FILE, layers_csv(result.stats, costs.physical), "text/csv"),
+                 ("model.pt", buffer.getvalue(), "application/octet-stream")]
+    downloads += [(name, files[name], "application/octet-stream")
+                  for name in (ONNX_FILE, PROGRAM_FILE) if isinstance(files.get(name), bytes)]
+    for name, problem in files.items():
+        if isinstance(problem, str):
+            st.warning(f"{name} could not be written: {problem}")
+    columns = st.columns(len(downloads))
+    for column, (name, data, mime) in zip(columns, downloads):
+        column.download_button(name, data, file_name=name, mime=mime, key=f"download_{name}", on_click="ignore")
+    st.caption("model.pt: the masked state_dict (load it into the registry model). "
+               + ("physical.onnx / physical.pt2: the smaller model, loadable without this project's code "
+                  "(onnxruntime; torch.export.load). " if files else "No smaller model to export: see above. ")
+               + "See the README, \"Exports\".")
 
 
 @st.fragment
@@ -89,7 +178,8 @@ def pruning_panel():
         outcome = ui.pruning_run(experiment, method, sparsity, settings, schedule, key="run_schedule")
         if outcome is not None:
             finetuned = schedule.finetune_epochs or "accuracy_before_finetune" in outcome.result.extras
-            show_result(outcome.result, sparsity, outcome.accuracy_before_finetune if finetuned else None)
+            show_result(outcome.result, sparsity, outcome.accuracy_before_finetune if finetuned else None,
+                        run=(schedule,))
             if outcome.result.extras:
                 with st.expander("Run details"):
                     st.json(outcome.result.extras)

@@ -24,6 +24,7 @@ from pruning.experiment import Experiment
 from pruning.masks import atomic_torch_save
 from pruning.methods import METHODS, get_method
 from pruning.models import MODELS
+from pruning.physical import RealCosts, real_costs
 from pruning.pipeline import ExperimentPruneResult, run_prune
 from pruning.schedules import PRUNE_AT, REWIND_TO, SCHEDULES, Schedule
 from pruning.selection import GRANULARITIES, SCOPES
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fraction of prunable weights to remove, in [0, 1); left out for dns, grda and sdprun, "
                        "whose sparsity emerges from their settings")
     add_pruning_options(prune)
-    prune.add_argument("--out", type=Path, help="write dense.pt, model.pt, mask.pt and result.json here")
+    prune.add_argument("--out", type=Path, help="write dense.pt, model.pt, mask.pt and result.json here; with a "
+                       "structured mask also the smaller model (physical.onnx, physical.pt2) and layers.csv")
     prune.add_argument("--json", action="store_true", help="print one JSON object")
 
     sweep = commands.add_parser("sweep", help="compare methods over sparsities and seeds (random and magnitude always included)")
@@ -204,8 +206,10 @@ def command_prune(args) -> int:
         progress=progress, schedule=schedule_from_args(args),
     )
     report = outcome.to_json()
+    costs = prune_costs(outcome, progress=None if args.json else _progress_printer("costs"))
+    report.update(costs.to_json())
     if args.out:
-        write_outputs(args.out, outcome, report)
+        write_outputs(args.out, outcome, report, costs)
     if args.json:
         print(json.dumps(report))
     else:
@@ -215,7 +219,16 @@ def command_prune(args) -> int:
             f"theoretical speedup {report['theoretical_speedup']:.2f}x ({report['seconds']:.1f} s)"
             + (f", {report['spliced_total']} weights spliced back" if "spliced_total" in report else "")
         )
+        latency = ", ".join(f"{kind} {ms['64']:.1f} ms" for kind, ms in report["latency_ms"].items() if ms)
+        print(f"measured latency at batch 64 ({costs.threads} thread): {latency}. {report['physical_note']}")
     return 0
+
+
+def prune_costs(outcome: ExperimentPruneResult, progress=None) -> RealCosts:
+    """Physical removal and measured latency beside the mask's theoretical numbers."""
+    model = outcome.dense_model
+    return real_costs(model, outcome.result.mask, outcome.experiment.load_data().input_shape,
+                      outcome.result.pruned_state_dict(model), progress=progress)
 
 
 def command_sweep(args) -> int:
@@ -294,11 +307,18 @@ def command_limit(args) -> int:
     return 0
 
 
-def write_outputs(folder: Path, outcome: ExperimentPruneResult, report: dict) -> None:
+def write_outputs(folder: Path, outcome: ExperimentPruneResult, report: dict, costs: RealCosts | None = None) -> None:
+    """The state_dicts, the mask and result.json; with ``costs`` of a structured mask also the
+    physically smaller model (physical.onnx, physical.pt2) and layers.csv, listed in
+    ``report["exports"]`` (which says why, where nothing is exported)."""
     folder.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(outcome.dense_model.state_dict(), folder / "dense.pt")
     atomic_torch_save(outcome.result.pruned_state_dict(outcome.dense_model), folder / "model.pt")
     outcome.result.mask.save(folder / "mask.pt")
+    if costs is not None:
+        from pruning.export import write_exports  # imported here: only --out writes exports
+
+        report["exports"] = write_exports(folder, costs, outcome.result.stats)
     (folder / "result.json").write_text(json.dumps(report, indent=2))
 
 

@@ -963,3 +963,22 @@ def class_reliance_figure(class_names: list[str], reliance, recall_loss, pearson
                   spearman=None if not math.isfinite(spearman) else spearman),
     )
     return figure
+
+
+# --- Prune page: the three costs of a pruned model ---
+
+
+def costs_figure(costs) -> go.Figure:
+    """The three costs (a ``pruning.physical.RealCosts``) side by side, each as a ratio to the dense model."""
+    rows = {row["model"]: row for row in costs.rows()}
+    measures = [("compression", "compression<br>(params)"), ("theoretical_speedup", "theoretical speedup<br>(FLOPs)"),
+                ("measured_speedup_batch1", "measured speedup<br>batch 1"),
+                ("measured_speedup_batch64", "measured speedup<br>batch 64")]
+    figure = go.Figure()
+    for kind in ("masked", "physical"):
+        if rows[kind]["params"] is not None:
+            figure.add_bar(name=kind, x=[label for _, label in measures], y=[rows[kind][key] for key, _ in measures])
+    figure.add_hline(y=1.0, line_dash="dot", annotation_text="dense")
+    figure.update_layout(title="Three costs: size, FLOPs and measured time", yaxis_title="ratio to the dense model (x)",
+                         barmode="group", height=360)
+    return figure

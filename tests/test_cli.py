@@ -258,3 +258,47 @@ def test_a_seed_torch_cannot_take_is_a_one_line_error(runs):
 
 def test_an_unusable_out_folder_is_a_one_line_error(runs):
     check_one_line_error(runs["out_is_not_a_folder"], LATE_FAILURES["out_is_not_a_folder"][1])
+
+
+# --- real size and speed: physical removal, measured latency, exports ---
+
+
+def test_prune_json_reports_measured_latency_and_why_an_unstructured_mask_stays_masked(report):
+    for kind in ("dense", "masked"):
+        assert set(report["latency_ms"][kind]) == {"1", "64"} and all(ms > 0 for ms in report["latency_ms"][kind].values())
+    assert report["latency_ms"]["physical"] is None and report["physical"] is None
+    assert "cannot be applied physically" in report["physical_note"]
+    assert report["latency_settings"]["threads"] >= 1 and report["costs_note"]
+    assert report["exports"]["files"] == []  # --out wrote only the four files above
+
+
+def test_structured_out_writes_the_smaller_model_loadable_without_our_code(folders, runs):
+    import onnxruntime
+
+    assert runs["prune"].returncode == 0  # the dense model is cached: no training here
+    out = folders["out"].parent / "structured"
+    completed = launch(["prune", *FAST, "--granularity", "structured", "--sparsity", "0.5", "--json", "--out", str(out)],
+                       folders["cache"])
+    result = one_json_object(completed)
+    assert set(result["latency_ms"]) == {"dense", "masked", "physical"}
+    assert all(set(result["latency_ms"][kind]) == {"1", "64"} for kind in result["latency_ms"])
+    physical = result["physical"]
+    assert physical["removed_channels"] == physical["masked_channels"] > 0  # an MLP has nothing coupled
+    assert physical["params"] < result["params_nonzero"] < result["params_total"]  # the next layer's inputs go too
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["dense.pt", "mask.pt", "model.pt", "result.json", "physical.onnx", "physical.pt2", "layers.csv"])
+    assert json.loads((out / "result.json").read_text()) == result
+    assert result["exports"]["onnx"]["matches"]
+
+    masked = build_model("mlp", (1, 28, 28), 10)
+    masked.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    x = torch.randn(7, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        expected = masked.eval()(x)
+    session = onnxruntime.InferenceSession(str(out / "physical.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": x.numpy()})
+    assert torch.allclose(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-5)
+    program = torch.export.load(str(out / "physical.pt2")).module()
+    assert torch.allclose(program(x), expected, rtol=1e-4, atol=1e-5)
+    layers = (out / "layers.csv").read_text().splitlines()
+    assert layers[0].startswith("layer,params,nonzero,sparsity") and len(layers) == 1 + len(result["layers"])

@@ -1,0 +1,172 @@
+"""Files other tools can load without this project's code: the physically smaller model as ONNX
+(checked in onnxruntime) and as a ``torch.export`` program (``.pt2``), and the per-layer table as CSV.
+
+ONNX goes through the ``torch.export``-based exporter (``torch.onnx.export(..., dynamo=True)``,
+which needs onnxscript): the TorchScript one is deprecated since torch 2.9. Both files take any
+batch size (the batch dimension is dynamic). Only a physically smaller model is exported: a
+masked (unstructured or block) model in ONNX would be exactly as large and as slow as the dense
+one, and ``model.pt`` already holds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pruning.metrics import ModelStats
+from pruning.physical import PhysicalPruning, RealCosts
+
+ONNX_FILE = "physical.onnx"
+PROGRAM_FILE = "physical.pt2"
+LAYERS_FILE = "layers.csv"
+CHECK_BATCH = 3  # differs from the export example's batch of 2: shows the batch dimension is dynamic
+
+
+def _example(input_shape, batch: int, seed: int) -> torch.Tensor:
+    return torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _batch_dim():
+    return ({0: torch.export.Dim("batch", min=1, max=4096)},)
+
+
+def export_onnx(model: nn.Module, input_shape, path: str | Path) -> dict:
+    """Write ``model`` (eval mode) as ONNX with input ``input`` and output ``logits``, then run it
+    in onnxruntime against torch on a fresh batch of another size (``matches``: within float tolerance)."""
+    model.eval()
+    path = Path(path)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (_example(input_shape, 2, 0),), str(path), dynamo=True, verbose=False,
+                          input_names=["input"], output_names=["logits"], dynamic_shapes=_batch_dim(),
+                          external_data=False)
+    x = _example(input_shape, CHECK_BATCH, 1)
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    got = onnx_session(path).run(None, {"input": x.numpy()})[0]
+    difference = float(abs(got - expected).max())
+    return {"file": path.name, "exporter": "torch.onnx.export(dynamo=True)", "checked_with": "onnxruntime",
+            "max_abs_difference": difference, "matches": difference <= 1e-4 * (1.0 + float(abs(expected).max()))}
+
+
+def onnx_session(path: str | Path, threads: int = 1):
+    """An onnxruntime CPU session with a fixed number of intra-op threads."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def export_program(model: nn.Module, input_shape, path: str | Path) -> dict:
+    """Write ``model`` (eval mode) with ``torch.export.save`` and load it back to check the round trip."""
+    model.eval()
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(model, (_example(input_shape, 2, 0),), dynamic_shapes=_batch_dim())
+        torch.export.save(program, str(path))
+        loaded = torch.export.load(str(path)).module()
+    x = _example(input_shape, CHECK_BATCH, 1)
+    with torch.inference_mode():
+        difference = float((loaded(x) - model(x)).abs().max())
+    return {"file": path.name, "exporter": "torch.export.save", "max_abs_difference": difference}
+
+
+def layer_rows(stats: ModelStats, physical: PhysicalPruning | None) -> list[dict]:
+    """The per-layer table: size, sparsity and FLOPs under the mask, and what the physical
+    model kept (empty where there is none)."""
+    removal = {layer.name: layer for layer in (physical.layers if physical else [])}
+    rows = []
+    for layer in stats.layers:
+        row = {"layer": layer.name, "params": layer.params, "nonzero": layer.nonzero, "sparsity": layer.sparsity,
+               "flops_dense": layer.flops_dense, "flops_pruned": layer.flops_pruned}
+        physical_layer = removal.get(layer.name)
+        row["out_channels"] = physical_layer.out_channels if physical_layer else None
+        row["masked_channels"] = physical_layer.masked if physical_layer else None
+        row["removed_channels"] = physical_layer.removed if physical_layer else None
+        row["physical_params"] = physical_layer.params if physical_layer else None
+        rows.append(row)
+    return rows
+
+
+def layers_csv(stats: ModelStats, physical: PhysicalPruning | None) -> str:
+    rows = layer_rows(stats, physical)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["layer"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def _attempt(export, *args) -> dict:
+    """One export; a failure is reported (exports are extras: the results stand without them)."""
+    try:
+        return export(*args)
+    except Exception as error:  # an exporter's limits are not the user's fault, nor a reason to lose the run
+        return {"error": f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"}
+
+
+def write_exports(folder: str | Path, costs: RealCosts, stats: ModelStats) -> dict:
+    """Write the physical model as ONNX and ``.pt2`` and the per-layer CSV into ``folder``; returns
+    what was written (for result.json). Without a physical model nothing is written, and the
+    answer says why."""
+    folder = Path(folder)
+    if costs.physical is None:
+        return {"files": [], "note": "No physical model to export: " + costs.physical_note}
+    folder.mkdir(parents=True, exist_ok=True)
+    model, shape = costs.physical.model, costs.input_shape
+    onnx = _attempt(export_onnx, model, shape, folder / ONNX_FILE)
+    program = _attempt(export_program, model, shape, folder / PROGRAM_FILE)
+    (folder / LAYERS_FILE).write_text(layers_csv(stats, costs.physical))
+    files = [name for name in (ONNX_FILE, PROGRAM_FILE, LAYERS_FILE) if (folder / name).exists()]
+    return {"files": files, "onnx": onnx, "pt2": program, "input": {"name": "input", "shape": ["batch", *shape]},
+            "output": "logits"}
+
+
+def export_bytes(costs: RealCosts) -> dict[str, bytes | str]:
+    """The physical model's ONNX and ``.pt2`` files as bytes (for download buttons), or the
+    reason a file could not be made; empty without a physical model."""
+    if costs.physical is None:
+        return {}
+    files = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, export in ((ONNX_FILE, export_onnx), (PROGRAM_FILE, export_program)):
+            outcome = _attempt(export, costs.physical.model, costs.input_shape, Path(folder) / name)
+            files[name] = outcome["error"] if "error" in outcome else (Path(folder) / name).read_bytes()
+    return files
+
+
+def onnx_latency(paths: dict[str, str | Path], input_shape, batch_sizes=(1, 64), threads: int = 1, repeats: int = 7,
+                 budget_seconds: float = 3.0) -> dict[str, dict[int, float]]:
+    """Median wall time (ms) of one onnxruntime run of each ONNX file per batch size, measured
+    like ``physical.measure_latency`` for torch: warm-up runs, then the files take turns."""
+    sessions = {name: onnx_session(path, threads) for name, path in paths.items()}
+    timings = {name: {} for name in sessions}
+    for batch in batch_sizes:
+        x = _example(input_shape, batch, 0).numpy()
+        for session in sessions.values():
+            session.run(None, {"input": x})
+            session.run(None, {"input": x})
+        times = {name: [] for name in sessions}
+        started = time.perf_counter()
+        for turn in range(repeats):
+            if turn >= 3 and time.perf_counter() - started > budget_seconds:
+                break
+            for name, session in sessions.items():
+                begin = time.perf_counter()
+                session.run(None, {"input": x})
+                times[name].append(time.perf_counter() - begin)
+        for name in sessions:
+            timings[name][batch] = 1000.0 * statistics.median(times[name])
+    return timings
