@@ -1,7 +1,8 @@
 """Streamlit helpers shared by app.py and the pages: the experiment sidebar, the dense-model
 store, and widgets generated from a method's declared parameters.
 
-The engine (``pruning/``) never imports streamlit; everything streamlit-specific is here or in pages/.
+The engine (``pruning/``) never imports streamlit; everything streamlit-specific is here or in views/
+(not pages/: on a reload or deep link Streamlit would treat that folder as a legacy page list).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Pruning Explorer engine: datasets, models, training, masks, pruning methods and metrics.
 
-This package never imports streamlit; the app in ``app.py``/``pages/`` and the CLI
+This package never imports streamlit; the app in ``app.py``/``views/`` and the CLI
 (``python -m pruning``) are both thin layers over it.
 """

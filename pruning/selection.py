@@ -111,7 +111,7 @@ def check_block_size(scores: dict[str, torch.Tensor], block_size: int) -> None:
         raise BadInputError(f"block size must be at least 1, got {block_size}")
     for name, score in scores.items():
         rows, cols = _matrix(score).shape
-        if block_size >= rows and block_size >= cols:
+        if block_size >= rows and block_size >= cols and rows * cols > 1:
             raise BadInputError(
                 f"block size {block_size} is larger than layer {name} ({rows}x{cols} as a matrix): the whole layer "
                 f"would be one block; choose a block size below {max(rows, cols)}"
@@ -147,6 +147,10 @@ def mask_from_scores(
         raise BadInputError("no prunable weights to select from (structured pruning leaves the output layer whole)")
     if granularity == "block":
         check_block_size(scores, block_size)
+    not_finite = [name for name, score in scores.items() if not bool(torch.isfinite(score).all())]
+    if not_finite:
+        raise BadInputError(f"the scores of {', '.join(not_finite)} are NaN or infinite (weights or gradients that are "
+                            "not finite): they cannot rank the weights")
     groups = {name: group_scores(score, granularity, block_size, aggregate) for name, score in scores.items()}
     for name, entry in (previous or {}).items():
         if name in groups:

@@ -75,7 +75,7 @@ def test_a_model_that_does_not_fit_the_data_shows_a_message_not_a_traceback():
     at = start(dataset="digits", model="lenet5", epochs=2)
     assert not at.exception
     assert any("lenet5 needs inputs of at least 16x16" in error.value for error in at.error)
-    at.switch_page("pages/about.py").run()  # the rest keeps working
+    at.switch_page("views/about.py").run()  # the rest keeps working
     assert not at.exception and not at.error
     at = start(dataset="digits", model="mlp", epochs=2)
     assert not at.exception and not at.error
@@ -90,7 +90,7 @@ def test_missing_download_shows_where_to_put_the_files(tmp_path, monkeypatch):
 
 
 def test_about_page_renders(app):
-    app.switch_page("pages/about.py").run()
+    app.switch_page("views/about.py").run()
     assert not app.exception
     assert "compression" in app.markdown[0].value
 

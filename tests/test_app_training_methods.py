@@ -39,7 +39,7 @@ def test_dns_trains_behind_a_button_shows_its_history_and_is_cached(fresh_cache)
 
 def test_masks_page_scrubs_through_the_mask_evolution_of_a_dns_run():
     at = start(dataset="digits", model="mlp", epochs=2)
-    at.switch_page("pages/masks.py").run()
+    at.switch_page("views/masks.py").run()
     choose_dns(at, "masks.")
     at.button(key="masks.run").click().run()
     assert not at.exception

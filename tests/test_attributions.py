@@ -286,7 +286,7 @@ def test_integrated_gradients_maps_sum_to_the_logit_change(lenet_problem):
 def attributions_page():
     """The Attributions page on mlp (2 epochs): it opens on attr-gradxact, structured, 70% of the neurons."""
     at = start(model="mlp", epochs=2)
-    at.switch_page("pages/attributions.py").run()
+    at.switch_page("views/attributions.py").run()
     assert not at.exception
     return at
 

@@ -170,3 +170,23 @@ def test_uploaded_weights_are_used_a_pickle_is_refused_and_the_cache_clears(serv
         wait_for_run(page)
         assert page.locator("[data-testid='stException']").count() == 0
         browser.close()
+
+
+def test_a_deep_link_or_reload_keeps_the_apps_navigation_and_sidebar(server):
+    """Opening a page's own URL (a bookmark, a reload) gets the app's navigation, not a page list."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(f"{server}/about")
+        page.wait_for_selector("text=An interactive laboratory", timeout=120_000)
+        wait_for_run(page)
+        sidebar = page.locator("[data-testid='stSidebar']")
+        assert sidebar.get_by_role("link", name="Loss valley").count() == 1
+        assert sidebar.get_by_text("Experiment", exact=True).count() == 1
+        page.reload()
+        page.wait_for_selector("text=An interactive laboratory", timeout=120_000)
+        assert sidebar.get_by_role("link", name="Loss valley").count() == 1
+        assert page.locator("[data-testid='stException']").count() == 0
+        browser.close()

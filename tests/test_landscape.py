@@ -178,7 +178,7 @@ def test_cli_landscape_json():
 
 def test_loss_valley_page():
     at = start(dataset="digits", model="mlp", epochs=1)
-    at.switch_page("pages/valley.py").run()
+    at.switch_page("views/valley.py").run()
     assert not at.exception and not at.error
     assert at.selectbox(key="valley.method").value == "magnitude"
     at.slider(key="valley.grid").set_value(7)

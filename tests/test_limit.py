@@ -126,7 +126,7 @@ def test_limit_page_computes_and_shows_the_limit(one_thread):
     from tests.app_driver import start
 
     at = start(model="mlp", epochs=1, dataset="digits")
-    at.switch_page("pages/limit.py").run()
+    at.switch_page("views/limit.py").run()
     assert not at.exception and not at.error
     at.slider(key="limit.lanczos_steps").set_value(10).run()
     at.select_slider(key="limit.batch_size").set_value(250).run()

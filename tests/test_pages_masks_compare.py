@@ -39,7 +39,7 @@ def layer_sparsity(at, layer: str) -> float:
 def masks():
     at = start(model="mlp", epochs=1)
     assert not at.exception
-    at.switch_page("pages/masks.py").run()
+    at.switch_page("views/masks.py").run()
     assert not at.exception
     return at
 
@@ -131,7 +131,7 @@ def test_overlap_and_figures_directly():
 
 def test_compare_page_runs_a_sweep_and_offers_the_csv():
     at = start(model="mlp", epochs=1)
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     assert not at.exception
     assert not at.get("plotly_chart"), "nothing runs before the button"
     at.text_input(key="compare.sparsities").set_value("0.5, 0.95")

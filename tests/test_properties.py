@@ -154,9 +154,10 @@ def test_mask_prunes_the_promised_count_and_is_binary(
     total = sum(counts.values())
     amount = round(sparsity * total)
     infeasible = scope == "global" and (amount >= total or amount > total - sum(protected.values()))
-    # Documented refusals: a block as large as a whole layer; a structured layer left without neurons/filters.
+    # Documented refusals: a block as large as a whole layer (of more than one weight); a structured layer left without neurons/filters.
     whole_layer_block = granularity == "block" and any(
-        block_size >= rows and block_size >= cols for rows, cols in (score.flatten(1).T.shape for score in scores.values())
+        block_size >= rows and block_size >= cols and rows * cols > 1
+        for rows, cols in (score.flatten(1).T.shape for score in scores.values())
     )
     may_empty = granularity == "structured" and 0 in protected.values()
     try:

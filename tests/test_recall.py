@@ -206,7 +206,7 @@ TINY = Experiment(model="mlp", train=TrainConfig(epochs=1))
 def recall_page():
     at = start(model="mlp", epochs=1)
     assert not at.exception
-    at.switch_page("pages/recall.py").run()
+    at.switch_page("views/recall.py").run()
     assert not at.exception and not at.error
     return at
 

@@ -410,3 +410,13 @@ def test_sessions_opening_an_untrained_model_at_once_train_it_once(fresh_cache):
     trained = [at for at in sessions if any("Trained and cached" in status.label for status in at.status)]
     assert len(trained) == 1, "both sessions trained the model"
     assert [path.name for path in (fresh_cache / "dense").iterdir()] == [cached_dense_path(experiment).name]
+
+
+def test_scores_that_are_not_finite_are_refused_not_ranked():
+    from pruning.selection import mask_from_scores
+
+    with pytest.raises(BadInputError, match=r"scores of a are NaN or infinite"):
+        mask_from_scores({"a": torch.tensor([math.nan, math.nan, 0.0])}, 0.5)
+    # a 1x1 layer is a single block whatever the block size: not refused
+    mask = mask_from_scores({"a": torch.ones(1, 1), "b": torch.rand(8, 8)}, 0.5, granularity="block", block_size=2)
+    assert mask["a"].all()
