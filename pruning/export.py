@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import torch
 from torch import nn
 
 from pruning.metrics import ModelStats
-from pruning.physical import PhysicalPruning, RealCosts
+from pruning.physical import PhysicalPruning, RealCosts, latency_inputs, time_in_turns
 
 ONNX_FILE = "physical.onnx"
 PROGRAM_FILE = "physical.pt2"
@@ -149,24 +147,9 @@ def export_bytes(costs: RealCosts) -> dict[str, bytes | str]:
 
 def onnx_latency(paths: dict[str, str | Path], input_shape, batch_sizes=(1, 64), threads: int = 1, repeats: int = 7,
                  budget_seconds: float = 3.0) -> dict[str, dict[int, float]]:
-    """Median wall time (ms) of one onnxruntime run of each ONNX file per batch size, measured
-    like ``physical.measure_latency`` for torch: warm-up runs, then the files take turns."""
+    """Median wall time (ms) of one onnxruntime run of each ONNX file per batch size, timed like
+    ``physical.measure_latency`` times torch (``physical.time_in_turns``, the same inputs)."""
     sessions = {name: onnx_session(path, threads) for name, path in paths.items()}
-    timings = {name: {} for name in sessions}
-    for batch in batch_sizes:
-        x = _example(input_shape, batch, 0).numpy()
-        for session in sessions.values():
-            session.run(None, {"input": x})
-            session.run(None, {"input": x})
-        times = {name: [] for name in sessions}
-        started = time.perf_counter()
-        for turn in range(repeats):
-            if turn >= 3 and time.perf_counter() - started > budget_seconds:
-                break
-            for name, session in sessions.items():
-                begin = time.perf_counter()
-                session.run(None, {"input": x})
-                times[name].append(time.perf_counter() - begin)
-        for name in sessions:
-            timings[name][batch] = 1000.0 * statistics.median(times[name])
-    return timings
+    runners = {name: (lambda x, session=session: session.run(None, {"input": x})) for name, session in sessions.items()}
+    inputs = {batch: x.numpy() for batch, x in latency_inputs(input_shape, batch_sizes).items()}
+    return time_in_turns(runners, inputs, repeats, budget_seconds)
