@@ -253,12 +253,27 @@ def method_label(name: str) -> str:
     return f"{name} (trains)" if get_method(name).trains else name
 
 
-def method_picker(key: str, default: str = "magnitude") -> Method:
-    """The method selectbox of a page, every method listed, with the chosen one's description."""
+def method_and_sparsity(prefix: str, label: str, value: float, maximum: float = 0.99, step: float = 0.01,
+                        default: str = "magnitude", help: str | None = None) -> tuple[Method, float | None]:
+    """A page's method selectbox (every method, with the chosen one's description; key
+    ``prefix + "method"``) and, for a method that takes a target, its sparsity slider (key
+    ``prefix + "sparsity"``); the sparsity is None for methods whose sparsity emerges."""
     names = method_names()
-    method = get_method(st.selectbox("Method", names, index=names.index(default), key=key, format_func=method_label))
+    method = get_method(st.selectbox("Method", names, index=names.index(default), key=f"{prefix}method",
+                                     format_func=method_label))
     method_help(method)
-    return method
+    if not method.target_sparsity:
+        return method, None
+    return method, st.slider(label, 0.0, maximum, value, step, key=f"{prefix}sparsity", help=help)
+
+
+def checked_settings(method: Method, prefix: str = "") -> dict | None:
+    """:func:`method_settings`, or None with the message shown in the page when they are invalid."""
+    try:
+        return method_settings(method, prefix)
+    except USER_ERRORS as error:
+        st.error(str(error))
+        return None
 
 
 def method_help(method: Method) -> None:

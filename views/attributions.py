@@ -185,17 +185,12 @@ def images_panel(result, run_key: tuple, channel_method: str, n_steps: int) -> N
 def attribution_view():
     controls, results = st.columns([1, 3], gap="large")
     with controls:
-        method = ui.method_picker(key="attr.method", default="attr-gradxact")
-        sparsity = None
-        if method.target_sparsity:
-            sparsity = st.slider(
-                "Sparsity (fraction removed)", 0.0, 0.95, 0.7, 0.05, key="attr.sparsity",
-                help="For structured granularity the fraction of neurons/filters removed (a channel ratio).",
-            )
-        try:
-            settings = ui.method_settings(method, prefix="attr.")
-        except ui.USER_ERRORS as error:
-            st.error(str(error))
+        method, sparsity = ui.method_and_sparsity(
+            "attr.", "Sparsity (fraction removed)", 0.7, maximum=0.95, step=0.05, default="attr-gradxact",
+            help="For structured granularity the fraction of neurons/filters removed (a channel ratio).",
+        )
+        settings = ui.checked_settings(method, prefix="attr.")
+        if settings is None:
             return
         with st.expander("Channel attribution", expanded=True):
             channel_method = st.selectbox("Attribution", CHANNEL_METHODS, key="attr.kind",

@@ -122,17 +122,12 @@ def masks_view():
     parameters = dict(model.named_parameters())
     controls, results = st.columns([1, 3], gap="large")
     with controls:
-        method = ui.method_picker(key="masks.method")
-        sparsity = None
-        if method.target_sparsity:
-            sparsity = st.slider(
-                "Sparsity (fraction of prunable weights removed)", 0.0, 0.99, 0.9, 0.01, key="masks.sparsity",
-                help="Parameter ratio over Linear/Conv weights; for structured/block granularity a group ratio.",
-            )
-        try:
-            settings = ui.method_settings(method, prefix="masks.")
-        except ui.USER_ERRORS as error:
-            st.error(str(error))
+        method, sparsity = ui.method_and_sparsity(
+            "masks.", "Sparsity (fraction of prunable weights removed)", 0.9,
+            help="Parameter ratio over Linear/Conv weights; for structured/block granularity a group ratio.",
+        )
+        settings = ui.checked_settings(method, prefix="masks.")
+        if settings is None:
             return
         result = ui.pruned_result(experiment, state, method, sparsity, settings, key="masks.run")
         if result is None:

@@ -143,14 +143,11 @@ def real_costs_panel(result: PruneResult, run: tuple) -> None:
 def pruning_panel():
     controls, results = st.columns([1, 3], gap="large")
     with controls:
-        method = ui.method_picker(key="method")
-        sparsity = None
-        if method.target_sparsity:
-            sparsity = st.slider(
-                "Sparsity (fraction of prunable weights, or of neurons/filters/blocks, removed)", 0.0, 0.99, 0.8, 0.01,
-                key="sparsity", help="A parameter ratio for unstructured pruning; a channel or block ratio for structured/block.",
-            )
-        else:
+        method, sparsity = ui.method_and_sparsity(
+            "", "Sparsity (fraction of prunable weights, or of neurons/filters/blocks, removed)", 0.8,
+            help="A parameter ratio for unstructured pruning; a channel or block ratio for structured/block.",
+        )
+        if not method.target_sparsity:
             st.caption(f"{method.name}'s sparsity emerges from its settings below; there is no target to set.")
         try:
             settings = ui.method_settings(method)

@@ -135,10 +135,7 @@ def valley_results(result, method_choices: tuple, grid: int, batch_size: int, re
 def valley_view():
     controls, results = st.columns([1, 3], gap="large")
     with controls:
-        method = ui.method_picker(key="valley.method")
-        sparsity = None
-        if method.target_sparsity:
-            sparsity = st.slider("Sparsity (fraction of prunable weights removed)", 0.0, 0.99, 0.9, 0.01, key="valley.sparsity")
+        method, sparsity = ui.method_and_sparsity("valley.", "Sparsity (fraction of prunable weights removed)", 0.9)
         grid = st.slider("Grid points per axis", 5, 41, 21, 2, key="valley.grid",
                          help="a in [-0.5, 1.5] and the random direction in [-1, 1]; the plane costs grid² evaluations")
         batch_size = st.select_slider("Evaluation batch (samples)", (64, 128, 256, 512, 1024), 256, key="valley.batch",
@@ -146,10 +143,8 @@ def valley_view():
         restrict = st.toggle("Random direction among surviving weights only", key="valley.restrict",
                              help="zero on the weights the mask prunes: the plane stays inside the pruned subspace")
         with_sharpness = st.toggle("Sharpness (Hessian eigenvalue and trace)", value=True, key="valley.sharpness")
-        try:
-            settings = ui.method_settings(method, prefix="valley.")
-        except ui.USER_ERRORS as error:
-            st.error(str(error))
+        settings = ui.checked_settings(method, prefix="valley.")
+        if settings is None:
             return
         result = ui.pruned_result(experiment, state, method, sparsity, settings, key="valley.run")
         if result is None:
