@@ -62,6 +62,17 @@ def server(tmp_path_factory):
         process.wait(timeout=20)
 
 
+@pytest.fixture
+def page(server):
+    """A fresh headless Chromium page (its own browser session of the app at ``server``)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser.new_page(viewport={"width": 1400, "height": 1100})
+        browser.close()
+
+
 def wait_for_run(page, timeout_ms=180_000):
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms)
 
@@ -71,61 +82,54 @@ def metric_value(page, label: str) -> str:
     return card.locator("[data-testid='stMetricValue']").inner_text()
 
 
-def test_slider_reprunes_live_in_a_real_browser(server):
-    from playwright.sync_api import sync_playwright
-
+def test_slider_reprunes_live_in_a_real_browser(server, page):
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(server)
-        page.wait_for_selector("[data-testid='stMetric']", timeout=180_000)
-        wait_for_run(page)
-        assert page.locator("[data-testid='stException']").count() == 0
-        before = metric_value(page, "Sparsity achieved")
-        compression_before = metric_value(page, "Compression")
-        assert before == "80.00%"
+    page.goto(server)
+    page.wait_for_selector("[data-testid='stMetric']", timeout=180_000)
+    wait_for_run(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    before = metric_value(page, "Sparsity achieved")
+    compression_before = metric_value(page, "Compression")
+    assert before == "80.00%"
 
-        sparsity = page.locator("[data-testid='stSlider']", has_text="Sparsity (fraction").get_by_role("slider")
-        sparsity.focus()
-        for _ in range(10):  # arrow keys move the slider by its step, 0.01
-            page.keyboard.press("ArrowRight")
-        page.wait_for_function(
-            "() => [...document.querySelectorAll(\"[data-testid='stMetric']\")]"
-            ".some(e => e.innerText.includes('Sparsity achieved') && e.innerText.includes('90.00%'))",
-            timeout=60_000,
-        )
-        wait_for_run(page)
-        assert metric_value(page, "Sparsity achieved") == "90.00%"
-        assert float(metric_value(page, "Compression").rstrip("x")) > float(compression_before.rstrip("x"))
-        titles = page.locator(".js-plotly-plot .gtitle")
-        assert titles.filter(has_text="Sparsity per layer").count() == 1
-        assert titles.filter(has_text="Recall per class").count() == 1
-        assert page.locator("[data-testid='stException']").count() == 0
-        page.screenshot(path=str(ARTIFACTS / "prune-page.png"), full_page=True)
+    sparsity = page.locator("[data-testid='stSlider']", has_text="Sparsity (fraction").get_by_role("slider")
+    sparsity.focus()
+    for _ in range(10):  # arrow keys move the slider by its step, 0.01
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll(\"[data-testid='stMetric']\")]"
+        ".some(e => e.innerText.includes('Sparsity achieved') && e.innerText.includes('90.00%'))",
+        timeout=60_000,
+    )
+    wait_for_run(page)
+    assert metric_value(page, "Sparsity achieved") == "90.00%"
+    assert float(metric_value(page, "Compression").rstrip("x")) > float(compression_before.rstrip("x"))
+    titles = page.locator(".js-plotly-plot .gtitle")
+    assert titles.filter(has_text="Sparsity per layer").count() == 1
+    assert titles.filter(has_text="Recall per class").count() == 1
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "prune-page.png"), full_page=True)
 
-        # a sidebar choice mid-session: the page follows, and the choice survives a page switch
-        page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']", has_text="Model").click()
-        page.get_by_role("option", name="mlp", exact=True).click()
-        page.wait_for_selector("text=mlp on mnist-5k", timeout=180_000)
-        page.wait_for_selector("[data-testid='stMetric']", timeout=180_000)
-        wait_for_run(page)
-        assert metric_value(page, "Sparsity achieved") == "90.00%"
-        page.get_by_role("link", name="About").click()
-        page.wait_for_selector("text=An interactive laboratory", timeout=60_000)
-        page.get_by_role("link", name="Prune").click()
-        page.wait_for_selector("text=mlp on mnist-5k", timeout=60_000)
-        wait_for_run(page)
-        assert page.locator("[data-testid='stException']").count() == 0
-        browser.close()
+    # a sidebar choice mid-session: the page follows, and the choice survives a page switch
+    page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']", has_text="Model").click()
+    page.get_by_role("option", name="mlp", exact=True).click()
+    page.wait_for_selector("text=mlp on mnist-5k", timeout=180_000)
+    page.wait_for_selector("[data-testid='stMetric']", timeout=180_000)
+    wait_for_run(page)
+    assert metric_value(page, "Sparsity achieved") == "90.00%"
+    page.get_by_role("link", name="About").click()
+    page.wait_for_selector("text=An interactive laboratory", timeout=60_000)
+    page.get_by_role("link", name="Prune").click()
+    page.wait_for_selector("text=mlp on mnist-5k", timeout=60_000)
+    wait_for_run(page)
+    assert page.locator("[data-testid='stException']").count() == 0
 
 
-def test_uploaded_weights_are_used_a_pickle_is_refused_and_the_cache_clears(server, tmp_path):
+def test_uploaded_weights_are_used_a_pickle_is_refused_and_the_cache_clears(server, page, tmp_path):
     """Bring your own weights through the sidebar's upload widget, as a user does."""
     import pickle
 
     import torch
-    from playwright.sync_api import sync_playwright
 
     from pruning.models import build_model
 
@@ -139,54 +143,44 @@ def test_uploaded_weights_are_used_a_pickle_is_refused_and_the_cache_clears(serv
             return (open, (str(marker), "w"))
 
     (tmp_path / "evil.pt").write_bytes(pickle.dumps({"conv1.weight": RunsCode()}, protocol=2))
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(server)
-        page.wait_for_selector("[data-testid='stMetric']", timeout=180_000)
-        wait_for_run(page)
-        trained = metric_value(page, "Dense accuracy")
-        sidebar = page.locator("[data-testid='stSidebar']")
-        sidebar.get_by_text("Bring your own weights").click()
-        uploads = sidebar.locator("input[type='file']")
-        uploads.first.set_input_files(str(tmp_path / "mine.pt"))
-        page.wait_for_selector("text=Using the uploaded weights", timeout=120_000)
-        page.wait_for_selector("[data-testid='stMetric']", timeout=120_000)
-        wait_for_run(page)
-        uploaded = metric_value(page, "Dense accuracy")
-        assert uploaded != trained and float(uploaded.rstrip("%")) < 30
-        assert page.locator("[data-testid='stException']").count() == 0
+    page.goto(server)
+    page.wait_for_selector("[data-testid='stMetric']", timeout=180_000)
+    wait_for_run(page)
+    trained = metric_value(page, "Dense accuracy")
+    sidebar = page.locator("[data-testid='stSidebar']")
+    sidebar.get_by_text("Bring your own weights").click()
+    uploads = sidebar.locator("input[type='file']")
+    uploads.first.set_input_files(str(tmp_path / "mine.pt"))
+    page.wait_for_selector("text=Using the uploaded weights", timeout=120_000)
+    page.wait_for_selector("[data-testid='stMetric']", timeout=120_000)
+    wait_for_run(page)
+    uploaded = metric_value(page, "Dense accuracy")
+    assert uploaded != trained and float(uploaded.rstrip("%")) < 30
+    assert page.locator("[data-testid='stException']").count() == 0
 
-        uploads.first.set_input_files(str(tmp_path / "evil.pt"))
-        page.wait_for_selector("text=refused", timeout=120_000)
-        wait_for_run(page)
-        assert metric_value(page, "Dense accuracy") == trained  # back on the trained model, still working
-        assert not marker.exists()
-        assert page.locator("[data-testid='stException']").count() == 0
+    uploads.first.set_input_files(str(tmp_path / "evil.pt"))
+    page.wait_for_selector("text=refused", timeout=120_000)
+    wait_for_run(page)
+    assert metric_value(page, "Dense accuracy") == trained  # back on the trained model, still working
+    assert not marker.exists()
+    assert page.locator("[data-testid='stException']").count() == 0
 
-        sidebar.get_by_text("Cache", exact=True).click()
-        sidebar.get_by_role("button", name="Clear the cache").click()
-        page.wait_for_selector("text=/Removed [1-9][0-9]* files/", timeout=60_000)
-        wait_for_run(page)
-        assert page.locator("[data-testid='stException']").count() == 0
-        browser.close()
+    sidebar.get_by_text("Cache", exact=True).click()
+    sidebar.get_by_role("button", name="Clear the cache").click()
+    page.wait_for_selector("text=/Removed [1-9][0-9]* files/", timeout=60_000)
+    wait_for_run(page)
+    assert page.locator("[data-testid='stException']").count() == 0
 
 
-def test_a_deep_link_or_reload_keeps_the_apps_navigation_and_sidebar(server):
+def test_a_deep_link_or_reload_keeps_the_apps_navigation_and_sidebar(server, page):
     """Opening a page's own URL (a bookmark, a reload) gets the app's navigation, not a page list."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(f"{server}/about")
-        page.wait_for_selector("text=An interactive laboratory", timeout=120_000)
-        wait_for_run(page)
-        sidebar = page.locator("[data-testid='stSidebar']")
-        assert sidebar.get_by_role("link", name="Loss valley").count() == 1
-        assert sidebar.get_by_text("Experiment", exact=True).count() == 1
-        page.reload()
-        page.wait_for_selector("text=An interactive laboratory", timeout=120_000)
-        assert sidebar.get_by_role("link", name="Loss valley").count() == 1
-        assert page.locator("[data-testid='stException']").count() == 0
-        browser.close()
+    page.goto(f"{server}/about")
+    page.wait_for_selector("text=An interactive laboratory", timeout=120_000)
+    wait_for_run(page)
+    sidebar = page.locator("[data-testid='stSidebar']")
+    assert sidebar.get_by_role("link", name="Loss valley").count() == 1
+    assert sidebar.get_by_text("Experiment", exact=True).count() == 1
+    page.reload()
+    page.wait_for_selector("text=An interactive laboratory", timeout=120_000)
+    assert sidebar.get_by_role("link", name="Loss valley").count() == 1
+    assert page.locator("[data-testid='stException']").count() == 0
