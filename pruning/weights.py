@@ -144,7 +144,7 @@ def use_weights(experiment, weights: bytes, mask: bytes | None = None):
     digest = hashlib.sha256(weights + b"\0mask\0" + (mask or b"")).hexdigest()[:16]
     path = uploads_path(experiment.model, digest)
     named = replace(experiment, weights=digest)
-    if load_entry(path) is not None:
+    if path.exists():  # checked when stored; the app calls this on every rerun, so no re-read here
         return named
     data = experiment.load_data()
     model = experiment.build_model(data)
@@ -158,8 +158,10 @@ def use_weights(experiment, weights: bytes, mask: bytes | None = None):
 
 def stored_weights(experiment) -> dict[str, torch.Tensor]:
     """The state_dict registered under ``experiment.weights``."""
-    entry = load_entry(uploads_path(experiment.model, experiment.weights))
+    path = uploads_path(experiment.model, experiment.weights)
+    entry = load_entry(path)
     if entry is None:
+        path.unlink(missing_ok=True)  # a damaged copy: the next use_weights stores them afresh
         raise BadInputError(
             f"the uploaded weights {experiment.weights} are no longer in the cache (cleared or evicted): load them again"
         )

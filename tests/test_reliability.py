@@ -421,3 +421,15 @@ def test_scores_that_are_not_finite_are_refused_not_ranked():
     # a 1x1 layer is a single block whatever the block size: not refused
     mask = mask_from_scores({"a": torch.ones(1, 1), "b": torch.rand(8, 8)}, 0.5, granularity="block", block_size=2)
     assert mask["a"].all()
+
+
+def test_a_damaged_stored_upload_is_dropped_and_stored_again_on_the_next_use(mlp, fresh_cache):
+    from pruning.weights import uploads_path
+
+    content = file_bytes(mlp.model.state_dict())
+    uploaded = use_weights(MLP, content)
+    uploads_path(MLP.model, uploaded.weights).write_bytes(b"truncated")
+    with pytest.raises(BadInputError, match=r"no longer in the cache"):
+        train_dense(uploaded)
+    assert use_weights(MLP, content) == uploaded
+    assert same(state_of(train_dense(uploaded).model), state_of(mlp.model))
