@@ -17,13 +17,15 @@ from pruning import cache
 from pruning.data import DATASETS, Dataset, DataUnavailableError
 from pruning.errors import BadInputError
 from pruning.experiment import DenseModel, Experiment, is_cached, train_dense
-from pruning.methods import Method, get_method, method_names
+from pruning.methods.base import Method
 from pruning.models import MODELS, build_model
 from pruning.params import Param
-from pruning.pipeline import ExperimentPruneResult, PruneResult, is_training_run_cached, prune_model, run_prune
-from pruning.schedules import PRUNE_AT, REWIND_TO, SCHEDULE_INFO, SCHEDULES, Schedule
+from pruning.pipeline import PruneResult, prune_model, run_prune
+from pruning.registry import get_method, method_names
+from pruning.run_cache import is_training_run_cached
+from pruning.schedules import SCHEDULES, OneShot, Schedule, make_schedule
 from pruning.selection import GRANULARITY_INFO
-from pruning.train import Evaluation, TrainConfig, evaluate
+from pruning.train import TRAIN_PARAMS, Evaluation, TrainConfig, evaluate
 from pruning.weights import max_upload_bytes, use_weights
 
 IMBALANCE_CHOICES = (1, 2, 5, 10, 20, 50, 100)
@@ -34,7 +36,6 @@ def experiment_sidebar() -> None:
     """The experiment choice (dataset, imbalance, model, seed, training) in the sidebar;
     the result is kept in ``st.session_state["experiment"]`` for the pages. The widgets keep
     their values for the whole session (``persist_state``), whichever page is open."""
-    defaults = TrainConfig()
     with st.sidebar:
         st.header("Experiment")
         dataset = st.selectbox(
@@ -50,13 +51,7 @@ def experiment_sidebar() -> None:
         model = st.selectbox("Model", list(MODELS), index=list(MODELS).index("lenet5"), key="model", persist_state="session")
         seed = st.number_input("Seed", min_value=0, max_value=10_000, value=0, step=1, key="seed", persist_state="session")
         with st.expander("Dense training"):
-            epochs = st.slider("Epochs", 1, 30, defaults.epochs, key="epochs", persist_state="session")
-            lr = st.select_slider(
-                "Learning rate (SGD, momentum 0.9, cosine decay)",
-                (0.005, 0.01, 0.02, 0.05, 0.1, 0.2),
-                value=defaults.lr,
-                key="lr", persist_state="session",
-            )
+            training = declared_widgets(TRAIN_PARAMS, prefix="", persist_state="session")
         with st.expander("Bring your own weights"):
             weights_file = st.file_uploader(
                 "Trained state_dict of the chosen model (.pt)", type=["pt", "pth"], key="weights_file",
@@ -71,7 +66,7 @@ def experiment_sidebar() -> None:
         model=model,
         imbalance=float(imbalance),
         seed=int(seed),
-        train=TrainConfig(epochs=int(epochs), lr=float(lr)),
+        train=TrainConfig.from_settings(training),
     )
     if weights_file is not None:
         try:
@@ -180,25 +175,42 @@ def current_experiment() -> Experiment:
     return st.session_state.get("experiment") or Experiment()
 
 
-def param_widget(param: Param, key: str):
-    """One widget for a declared parameter, of the kind its type calls for."""
+def param_widget(param: Param, key: str, **options):
+    """One widget for a declared parameter, of the kind its type calls for (``options`` go to
+    the widget, e.g. ``persist_state``)."""
+    label = param.label or param.name
     if param.type == "choice":
-        return st.radio(param.name, param.choices, index=param.choices.index(param.default), key=key, help=param.help, horizontal=True)
+        return st.radio(label, param.choices, index=param.choices.index(param.default), key=key, help=param.help,
+                        horizontal=True, **options)
     if param.type == "bool":
-        return st.toggle(param.name, value=param.default, key=key, help=param.help)
+        return st.toggle(label, value=param.default, key=key, help=param.help, **options)
+    wide = param.max is None or param.min is None or param.max - param.min > 100
     if param.type == "int":
-        return st.slider(param.name, int(param.min), int(param.max), int(param.default), key=key, help=param.help)
-    if param.step is not None and param.step < 0.01:
-        return st.number_input(param.name, float(param.min), float(param.max), float(param.default), step=param.step,
-                               format="%g", key=key, help=param.help)
-    return st.slider(param.name, float(param.min), float(param.max), float(param.default), step=param.step, key=key,
-                     help=param.help)
+        if wide:
+            return st.number_input(label, param.min, param.max, param.default, step=1, key=key, help=param.help, **options)
+        return st.slider(label, int(param.min), int(param.max), int(param.default), key=key, help=param.help, **options)
+    if wide or (param.step is not None and param.step < 0.01):
+        bounds = [None if bound is None else float(bound) for bound in (param.min, param.max)]
+        return st.number_input(label, *bounds, float(param.default), step=param.step, format="%g", key=key,
+                               help=param.help, **options)
+    return st.slider(label, float(param.min), float(param.max), float(param.default), step=param.step, key=key,
+                     help=param.help, **options)
+
+
+def declared_widgets(params: tuple[Param, ...], prefix: str, **options) -> dict:
+    """A widget per declared parameter (key ``prefix + name``), in order, leaving out those that
+    do not apply to the values chosen above them (``Param.only_if``); returns the raw values."""
+    values = {}
+    for param in params:
+        if param.applies(values):
+            values[param.name] = param_widget(param, key=f"{prefix}{param.name}", **options)
+    return values
 
 
 def method_settings(method: Method, prefix: str = "") -> dict:
     """Widgets for the method's declared parameters (keys ``prefix + method.param``), with the
     chosen granularity explained; returns the validated settings."""
-    values = {param.name: param_widget(param, key=f"{prefix}{method.name}.{param.name}") for param in method.params}
+    values = declared_widgets(method.params, prefix=f"{prefix}{method.name}.")
     if "granularity" in values:
         description, formula, reference = GRANULARITY_INFO[values["granularity"]]
         with st.expander(f"About {values['granularity']} granularity"):
@@ -208,8 +220,24 @@ def method_settings(method: Method, prefix: str = "") -> dict:
     return method.settings(values)
 
 
+def kept_run(store: str, key, run, clicked: bool):
+    """Work behind a button, remembered per choice: ``run()`` when ``clicked`` and ``key`` has no
+    result yet in this session's ``st.session_state[store]``; the last clicked key is shown until
+    another is. Returns ``(result, key)`` of the last run, or None; a user error is shown in the page."""
+    results = st.session_state.setdefault(store, {})
+    if clicked:
+        try:
+            if key not in results:
+                results[key] = run()
+            st.session_state[f"{store}.last"] = key
+        except USER_ERRORS as error:
+            st.error(str(error))
+    last = st.session_state.get(f"{store}.last")
+    return (results[last], last) if last in results else None
+
+
 def pruning_run(experiment: Experiment, method: Method, sparsity: float | None, settings: dict, schedule: Schedule,
-                key: str) -> ExperimentPruneResult | None:
+                key: str) -> PruneResult | None:
     """A run that trains (a schedule, or a method that prunes while training) behind a button,
     with progress; kept for the session, and read from the disk cache without a press when a
     training-time method ran with these exact choices before. None until it has run; a user
@@ -240,8 +268,7 @@ def pruned_result(experiment: Experiment, state: DenseState, method: Method, spa
     train run behind a button (``pruning_run``). None, with a message shown, until there is one."""
     try:
         if method.trains:
-            run = pruning_run(experiment, method, sparsity, settings, Schedule(), key=key)
-            return run.result if run is not None else None
+            return pruning_run(experiment, method, sparsity, settings, OneShot(), key=key)
         return prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed)
     except USER_ERRORS as error:
         st.error(str(error))
@@ -284,31 +311,13 @@ def method_help(method: Method) -> None:
         st.caption(f"Reference: {method.reference}")
 
 
-def schedule_controls(experiment: Experiment) -> Schedule:
-    """Widgets for when and how fast sparsity grows, with the chosen schedule's description."""
-    defaults = Schedule()
+def schedule_controls() -> Schedule:
+    """Widgets for when and how fast sparsity grows, generated from the chosen schedule's
+    declared settings, with its description."""
     with st.expander("Schedule and fine-tuning", expanded=False):
-        kind = st.radio("Schedule", SCHEDULES, key="schedule.kind", horizontal=True)
-        description, formula, reference = SCHEDULE_INFO[kind]
-        st.caption(description)
-        st.latex(formula)
-        st.caption(f"Reference: {reference}")
-        values = {"kind": kind}
-        if kind == "oneshot":
-            values["prune_at"] = st.radio("Prune", PRUNE_AT, key="schedule.prune_at", horizontal=True,
-                                          help="after training, at initialisation, or early (after a few epochs)")
-            if values["prune_at"] == "early":
-                values["early_epochs"] = st.slider("Epochs before pruning", 1, max(1, experiment.train.epochs - 1),
-                                                   defaults.early_epochs, key="schedule.early_epochs")
-        if kind in ("iterative", "gradflow"):
-            values["rounds"] = st.slider("Rounds", 1, 10, defaults.rounds, key="schedule.rounds")
-        if kind == "iterative":
-            values["rewind_to"] = st.radio("Rewind survivors to", REWIND_TO, key="schedule.rewind_to", horizontal=True)
-            if values["rewind_to"] == "epoch":
-                values["rewind_epoch"] = st.slider("Rewind epoch", 1, max(1, experiment.train.epochs),
-                                                   defaults.rewind_epoch, key="schedule.rewind_epoch")
-        if kind == "gradual":
-            values["gradual_epochs"] = st.slider("Epochs while pruning", 1, 20, defaults.gradual_epochs, key="schedule.gradual_epochs")
-        values["finetune_epochs"] = st.slider("Fine-tuning epochs (mask enforced)", 0, 20, defaults.finetune_epochs,
-                                              key="schedule.finetune_epochs")
-    return Schedule(**values)
+        kind = st.radio("Schedule", list(SCHEDULES), key="schedule.kind", horizontal=True)
+        chosen = SCHEDULES[kind]
+        st.caption(chosen.description)
+        st.latex(chosen.formula)
+        st.caption(f"Reference: {chosen.reference}")
+        return make_schedule(kind, declared_widgets(chosen.all_params(), prefix="schedule."))

@@ -16,7 +16,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pruning.experiment import Experiment  # noqa: E402
-from pruning.schedules import Schedule  # noqa: E402
+from pruning.report import sweep_row  # noqa: E402
+from pruning.schedules import OneShot  # noqa: E402
 from pruning.sweep import run_sweep  # noqa: E402
 
 METHODS = ["magnitude", "random", "snip", "taylor", "grad-norm", "synflow"]
@@ -35,10 +36,10 @@ def main():
     frames = []
     for model in args.models.split(","):
         rows = run_sweep(Experiment(dataset="mnist-5k", model=model), METHODS, sparsities, seeds,
-                         schedule=Schedule(finetune_epochs=args.finetune_epochs),
+                         schedule=OneShot(finetune_epochs=args.finetune_epochs),
                          progress=lambda f, m: print(f"\r{model}: {100 * f:5.1f}% {m:<50}", end="", file=sys.stderr))
         print(file=sys.stderr)
-        frames.append(pd.DataFrame(rows))
+        frames.append(pd.DataFrame([sweep_row(result) for result in rows]))
     table = pd.concat(frames)
     table.to_csv(args.out, index=False)
     table["compression_target"] = (1 / (1 - table["target_sparsity"])).round().astype(int)

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pruning.analysis.recall import RecallRun, alpha_by_level, recall_run  # noqa: E402
+from pruning.analysis.recall_runs import RecallRun, alpha_by_level, recall_run  # noqa: E402
 from pruning.experiment import Experiment  # noqa: E402
 
 METHODS = ("magnitude", "undecayed")

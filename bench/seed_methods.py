@@ -24,10 +24,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pruning.experiment import Experiment  # noqa: E402
-from pruning.methods import get_method  # noqa: E402
+from pruning.registry import get_method  # noqa: E402
 from pruning.methods.undecayed import levels_for  # noqa: E402
 from pruning.pipeline import run_prune  # noqa: E402
-from pruning.schedules import Schedule  # noqa: E402
+from pruning.report import result_json  # noqa: E402
+from pruning.schedules import Iterative, OneShot  # noqa: E402
 
 DNS_SETTINGS = {"c_rate": 2.5, "epochs": 30}
 UNDECAYED_SPARSITY = 0.9
@@ -36,11 +37,11 @@ SEQATTN_BLOCK = 4
 
 
 def row(label: str, seed: int, outcome) -> dict:
-    report = outcome.to_json()
+    report = result_json(outcome)
     return {"model": report["model"], "seed": seed, "method": label, "sparsity": report["sparsity"],
             "compression": report["compression"], "dense_accuracy": report["dense"]["accuracy"],
             "accuracy": report["pruned"]["accuracy"], "seconds": report["seconds"],
-            "spliced_total": report.get("spliced_total")}
+            "spliced_total": report["details"].get("spliced_total")}
 
 
 def dns_part(seeds):
@@ -50,8 +51,8 @@ def dns_part(seeds):
             experiment = Experiment(dataset="mnist-5k", model=model, seed=seed)
             dns = run_prune(experiment, "dns", None, DNS_SETTINGS)
             rows.append(row("dns", seed, dns))
-            masked = dns.result.mask.sparsity()
-            magnitude = run_prune(experiment, "magnitude", masked, schedule=Schedule(finetune_epochs=DNS_SETTINGS["epochs"]))
+            masked = dns.mask.sparsity()
+            magnitude = run_prune(experiment, "magnitude", masked, schedule=OneShot(finetune_epochs=DNS_SETTINGS["epochs"]))
             rows.append(row(f"magnitude + {DNS_SETTINGS['epochs']} epochs fine-tuning", seed, magnitude))
     return rows
 
@@ -74,7 +75,7 @@ def undecayed_part(seeds):
     for seed in seeds:
         experiment = Experiment(dataset="mnist-5k", model="mlp", seed=seed)
         rows.append(row("undecayed", seed, run_prune(experiment, "undecayed", UNDECAYED_SPARSITY)))
-        schedule = Schedule(kind="iterative", rounds=levels)
+        schedule = Iterative(rounds=levels)
         rows.append(row(f"magnitude, iterative ({levels} levels)", seed,
                         run_prune(experiment, "magnitude", UNDECAYED_SPARSITY, schedule=schedule)))
     return rows
@@ -91,7 +92,7 @@ def seqattn_part(seeds):
             rows.append(row("seqattn", seed, run_prune(experiment, "seqattn", SEQATTN_SPARSITY, settings)))
             block = {"granularity": "block", "block_size": SEQATTN_BLOCK, "scope": "layerwise"}
             rows.append(row(f"block magnitude + {epochs} epochs fine-tuning", seed,
-                            run_prune(experiment, "magnitude", SEQATTN_SPARSITY, block, schedule=Schedule(finetune_epochs=epochs))))
+                            run_prune(experiment, "magnitude", SEQATTN_SPARSITY, block, schedule=OneShot(finetune_epochs=epochs))))
     return rows
 
 

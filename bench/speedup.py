@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pruning.export import export_onnx, onnx_latency  # noqa: E402
 from pruning.metrics import model_stats  # noqa: E402
 from pruning.models import build_model, prunable_weight_names  # noqa: E402
-from pruning.physical import masked_copy, measure_latency, remove_pruned_channels  # noqa: E402
+from pruning.physical.latency import measure_latency  # noqa: E402
+from pruning.physical.removal import masked_copy, remove_pruned_channels  # noqa: E402
 from pruning.selection import mask_from_scores  # noqa: E402
 
 SHAPE = (3, 32, 32)

@@ -18,18 +18,25 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
+
+from pruning.analysis.limit import LimitSettings, fundamental_limit
+from pruning.analysis.valley import level_barrier_rows, loss_valley
 from pruning.data import DATASETS, DataUnavailableError
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment
+from pruning.export import write_exports
 from pruning.masks import atomic_torch_save
-from pruning.methods import METHODS, get_method
 from pruning.models import MODELS
-from pruning.physical import RealCosts, real_costs
-from pruning.pipeline import ExperimentPruneResult, run_prune
-from pruning.schedules import PRUNE_AT, REWIND_TO, SCHEDULES, Schedule
+from pruning.params import Param
+from pruning.physical.costs import RealCosts, real_costs
+from pruning.pipeline import PruneResult, run_prune
+from pruning.registry import METHODS, get_method
+from pruning.report import result_json, sweep_row
+from pruning.schedules import SCHEDULES, Schedule, make_schedule, schedule_params
 from pruning.selection import GRANULARITIES, SCOPES
 from pruning.sweep import run_sweep
-from pruning.train import TrainConfig
+from pruning.train import TRAIN_PARAMS, TrainConfig
 from pruning.weights import read_bytes, use_weights
 
 USAGE_ERROR = 2
@@ -106,15 +113,23 @@ def add_pruning_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scope", choices=SCOPES, help="shortcut for --set scope=...")
     parser.add_argument("--granularity", choices=GRANULARITIES, help="shortcut for --set granularity=...")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="a method setting (repeatable)")
-    defaults = Schedule()
-    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.kind, help="when sparsity grows")
-    parser.add_argument("--prune-at", choices=PRUNE_AT, default=defaults.prune_at, help="oneshot: after training, at init, or early")
-    parser.add_argument("--early-epochs", type=int, default=defaults.early_epochs, help="oneshot --prune-at early: epochs before pruning")
-    parser.add_argument("--rounds", type=int, default=defaults.rounds, help="iterative / gradflow: pruning rounds")
-    parser.add_argument("--rewind-to", choices=REWIND_TO, default=defaults.rewind_to, help="iterative: rewind survivors to init or to an epoch")
-    parser.add_argument("--rewind-epoch", type=int, default=defaults.rewind_epoch)
-    parser.add_argument("--gradual-epochs", type=int, default=defaults.gradual_epochs, help="gradual: training epochs while pruning")
-    parser.add_argument("--finetune-epochs", type=int, default=defaults.finetune_epochs, help="training with the mask after pruning")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="oneshot", help="when sparsity grows")
+    for param in schedule_params().values():
+        kinds = [kind for kind, schedule in SCHEDULES.items() if param in schedule.all_params()]
+        add_param_flag(parser, param, f" ({'every schedule' if len(kinds) == len(SCHEDULES) else ', '.join(kinds)})")
+
+
+def add_param_flag(parser: argparse.ArgumentParser, param: Param, where: str = "") -> None:
+    """A flag generated from a declared setting; its value is parsed and checked by the Param,
+    and left out (None) when not given, so the declared default applies."""
+    choices = f" {{{','.join(param.choices)}}}" if param.choices else ""
+    parser.add_argument(param.flag, dest=param.name, metavar=param.name.upper(), default=None,
+                        help=f"{param.help}{choices} Default {param.default}{where}.")
+
+
+def given(args, params) -> dict[str, str]:
+    """The generated flags the user gave (name -> raw value)."""
+    return {param.name: getattr(args, param.name) for param in params if getattr(args, param.name, None) is not None}
 
 
 def method_overrides(args) -> dict[str, str]:
@@ -126,11 +141,8 @@ def method_overrides(args) -> dict[str, str]:
 
 
 def schedule_from_args(args) -> Schedule:
-    return Schedule(
-        kind=args.schedule, prune_at=args.prune_at, early_epochs=args.early_epochs, rounds=args.rounds,
-        rewind_to=args.rewind_to, rewind_epoch=args.rewind_epoch, gradual_epochs=args.gradual_epochs,
-        finetune_epochs=args.finetune_epochs,
-    )
+    """The chosen schedule with the flags given; a flag of another schedule is an error."""
+    return make_schedule(args.schedule, given(args, schedule_params().values()))
 
 
 def parse_list(text: str, kind, what: str) -> list:
@@ -141,7 +153,6 @@ def parse_list(text: str, kind, what: str) -> list:
 
 
 def add_experiment_options(parser: argparse.ArgumentParser, weights: bool = True) -> None:
-    defaults = TrainConfig()
     if weights:
         parser.add_argument("--weights", type=Path, metavar="FILE",
                             help="a trained state_dict of the model to use instead of training (checked, never run as code)")
@@ -151,16 +162,15 @@ def add_experiment_options(parser: argparse.ArgumentParser, weights: bool = True
     parser.add_argument("--model", default="lenet5", help=f"one of: {', '.join(MODELS)}")
     parser.add_argument("--imbalance", type=float, default=1.0, help="most/least frequent class ratio of the training split (1 = balanced)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="dense training epochs")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="dense training learning rate")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    for param in TRAIN_PARAMS:
+        add_param_flag(parser, param, " (dense training)")
 
 
 def experiment_from_args(args) -> Experiment:
     for name, registry in (("dataset", DATASETS), ("model", MODELS)):
         if getattr(args, name) not in registry:
             raise BadInputError(f"unknown {name} {getattr(args, name)!r}; choose one of: {', '.join(registry)}")
-    train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)
+    train = TrainConfig.from_settings(given(args, TRAIN_PARAMS))
     experiment = Experiment(dataset=args.dataset, model=args.model, imbalance=args.imbalance, seed=args.seed, train=train)
     if getattr(args, "mask", None) is not None and args.weights is None:
         raise BadInputError("--mask applies to --weights: give the weights it masks too")
@@ -201,15 +211,15 @@ def command_prune(args) -> int:
         raise BadInputError(f"--sparsity is required for {args.method}")
     check_out_folder(args.out)
     progress = None if args.json else _progress_printer("training")
-    outcome = run_prune(
+    result = run_prune(
         experiment_from_args(args), args.method, args.sparsity, method_overrides(args),
         progress=progress, schedule=schedule_from_args(args),
     )
-    report = outcome.to_json()
-    costs = prune_costs(outcome, progress=None if args.json else _progress_printer("costs"))
+    report = result_json(result)
+    costs = prune_costs(result, progress=None if args.json else _progress_printer("costs"))
     report.update(costs.to_json())
     if args.out:
-        write_outputs(args.out, outcome, report, costs)
+        write_outputs(args.out, result, report, costs)
     if args.json:
         print(json.dumps(report))
     else:
@@ -217,25 +227,23 @@ def command_prune(args) -> int:
             f"\n{report['method']} at sparsity {report['sparsity']:.4f}: accuracy {report['dense']['accuracy']:.4f} -> "
             f"{report['pruned']['accuracy']:.4f}, compression {report['compression']:.2f}x, "
             f"theoretical speedup {report['theoretical_speedup']:.2f}x ({report['seconds']:.1f} s)"
-            + (f", {report['spliced_total']} weights spliced back" if "spliced_total" in report else "")
+            + "".join(f", {key.replace('_', ' ')} {value}" for key, value in report["details"].items()
+                      if isinstance(value, (int, float)))
         )
         latency = ", ".join(f"{kind} {ms['64']:.1f} ms" for kind, ms in report["latency_ms"].items() if ms)
         print(f"measured latency at batch 64 ({costs.threads} thread): {latency}. {report['physical_note']}")
     return 0
 
 
-def prune_costs(outcome: ExperimentPruneResult, progress=None) -> RealCosts:
+def prune_costs(result: PruneResult, progress=None) -> RealCosts:
     """Physical removal and measured latency beside the mask's theoretical numbers."""
-    model = outcome.dense_model
-    return real_costs(model, outcome.result.mask, outcome.experiment.load_data().input_shape,
-                      outcome.result.pruned_state_dict(model), progress=progress)
+    return real_costs(result.dense_model, result.mask, result.experiment.load_data().input_shape,
+                      result.pruned_state_dict(), progress=progress)
 
 
 def command_sweep(args) -> int:
-    import pandas as pd
-
     check_out_folder(args.out.parent)
-    rows = run_sweep(
+    results = run_sweep(
         experiment_from_args(args),
         methods=parse_list(args.methods, str, "methods"),
         sparsities=parse_list(args.sparsities, float, "sparsities"),
@@ -244,6 +252,7 @@ def command_sweep(args) -> int:
         schedule=schedule_from_args(args),
         progress=None if args.json else _progress_printer("sweep"),
     )
+    rows = [sweep_row(result) for result in results]
     pd.DataFrame(rows).to_csv(args.out, index=False)
     if args.json:
         print(json.dumps({"rows": rows}))
@@ -253,8 +262,6 @@ def command_sweep(args) -> int:
 
 
 def command_landscape(args) -> int:
-    from pruning.analysis.landscape import fixed_batch, full_tensors, iterative_levels, level_barriers, line_path, plane
-
     if args.sparsity is None and get_method(args.method).target_sparsity:
         raise BadInputError(f"--sparsity is required for {args.method}")
     if args.grid < 2:
@@ -264,24 +271,19 @@ def command_landscape(args) -> int:
     if args.levels < 0 or args.levels and get_method(args.method).trains:
         raise BadInputError("--levels takes a number of rounds >= 0, and a method that does not train")
     experiment = experiment_from_args(args)
-    outcome = run_prune(experiment, args.method, args.sparsity, method_overrides(args),
-                        progress=None if args.json else _progress_printer("training"))
-    model, data, pruned = outcome.dense_model, experiment.load_data(), outcome.result.pruned_tensors
-    train_batch = fixed_batch(data.x_train, data.y_train, args.batch_size_eval, seed=experiment.seed)
-    test_batch = fixed_batch(data.x_test, data.y_test, args.batch_size_eval, seed=experiment.seed)
-    progress = None if args.json else _progress_printer("landscape")
-    line = line_path(model, full_tensors(model), pruned, train_batch, test_batch, points=args.grid, progress=progress)
-    surface = plane(model, full_tensors(model), pruned, train_batch, points=args.grid, seed=experiment.seed,
-                    mask=outcome.result.mask if args.restrict else None, progress=progress)
-    report = {"method": args.method, "sparsity": outcome.result.stats.sparsity, "line": line.to_json(),
-              "plane": surface.to_json()}
+    result = run_prune(experiment, args.method, args.sparsity, method_overrides(args),
+                       progress=None if args.json else _progress_printer("training"))
+    valley = loss_valley(result, experiment.load_data(), experiment.seed, grid=args.grid, batch_size=args.batch_size_eval,
+                         restrict=args.restrict, progress=None if args.json else _progress_printer("landscape"))
+    report = {"method": args.method, "sparsity": result.stats.sparsity, **valley.to_json()}
     if args.levels:
-        levels = iterative_levels(experiment, args.method, args.sparsity, method_overrides(args), rounds=args.levels,
-                                  dense=model, progress=None if args.json else _progress_printer("iterative pruning"))
-        report["level_barriers"] = level_barriers(model, levels, test_batch)
+        report["level_barriers"] = level_barrier_rows(
+            experiment, args.method, args.sparsity, method_overrides(args), args.levels, batch_size=args.batch_size_eval,
+            dense=result.dense_model, progress=None if args.json else _progress_printer("iterative pruning"))
     if args.json:
         print(json.dumps(report))
     else:
+        line = valley.line
         ends = line.a.index(0.0), line.a.index(1.0)
         print(f"\n{args.method} at sparsity {report['sparsity']:.4f}: train loss {line.train_loss[ends[0]]:.4f} (dense) -> "
               f"{line.train_loss[ends[1]]:.4f} (pruned), max on the line {max(line.train_loss[ends[0]:ends[1] + 1]):.4f}; "
@@ -293,8 +295,6 @@ def command_landscape(args) -> int:
 
 
 def command_limit(args) -> int:
-    from pruning.analysis.limit import LimitSettings, fundamental_limit
-
     settings = LimitSettings.from_pairs(parse_set(args.set or []))
     experiment = experiment_from_args(args)
     result = fundamental_limit(experiment, settings, progress=None if args.json else _progress_printer("limit"))
@@ -307,18 +307,16 @@ def command_limit(args) -> int:
     return 0
 
 
-def write_outputs(folder: Path, outcome: ExperimentPruneResult, report: dict, costs: RealCosts | None = None) -> None:
+def write_outputs(folder: Path, result: PruneResult, report: dict, costs: RealCosts | None = None) -> None:
     """The state_dicts, the mask and result.json; with ``costs`` of a structured mask also the
     physically smaller model (physical.onnx, physical.pt2) and layers.csv, listed in
     ``report["exports"]`` (which says why, where nothing is exported)."""
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(outcome.dense_model.state_dict(), folder / "dense.pt")
-    atomic_torch_save(outcome.result.pruned_state_dict(outcome.dense_model), folder / "model.pt")
-    outcome.result.mask.save(folder / "mask.pt")
+    atomic_torch_save(result.dense_model.state_dict(), folder / "dense.pt")
+    atomic_torch_save(result.pruned_state_dict(), folder / "model.pt")
+    result.mask.save(folder / "mask.pt")
     if costs is not None:
-        from pruning.export import write_exports  # imported here: only --out writes exports
-
-        report["exports"] = write_exports(folder, costs, outcome.result.stats)
+        report["exports"] = write_exports(folder, costs, result.stats)
     (folder / "result.json").write_text(json.dumps(report, indent=2))
 
 

@@ -8,17 +8,17 @@ how a criterion's weight scores combine into a neuron/filter/block score.
 from __future__ import annotations
 
 import copy
-import threading
-import weakref
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from functools import partial
 
 import torch
 from torch import nn
 
-from pruning.analysis import attribution
-from pruning.analysis.hessian import gradient, hessian_vector_product
+from pruning.autodiff import eval_mode, functional_cross_entropy, gradient, hessian_vector_product
+from pruning.channel_attribution import DEFAULT_STEPS
+from pruning.class_balanced import balanced_batch
+from pruning.criteria_attribution import ablation_scores, conductance_scores, gradxact_scores
 from pruning.errors import BadInputError
 from pruning.models import functional_forward
 from pruning.params import Param
@@ -39,7 +39,8 @@ class Criterion:
 
 
 def magnitude_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
-    """``|w|`` (Han et al. 2015; METHODS.md section 1)."""
+    """``|w|`` (Han, Pool, Tran & Dally, Learning both Weights and Connections for Efficient Neural Networks,
+    NeurIPS 2015)."""
     parameters = dict(model.named_parameters())
     return {name: parameters[name].detach().abs() for name in names}
 
@@ -54,22 +55,6 @@ def random_scores(model: nn.Module, names: list[str], context) -> dict[str, torc
 # --- data-driven criteria: g = dL/dw and H g on a class-balanced training batch ---
 
 SCORING_CHUNK = 256  # samples per forward pass when the scoring batch is large (memory bound)
-
-
-def balanced_batch(data, samples_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``samples_per_class`` training samples of every class (all of a class's samples if it has
-    fewer), drawn with ``seed``; returned in training-set order. The test split is never used."""
-    if int(samples_per_class) < 1:
-        raise BadInputError(f"samples_per_class must be at least 1, got {samples_per_class}")
-    generator = torch.Generator().manual_seed(int(seed))
-    picks = []
-    for label in range(data.num_classes):
-        members = torch.nonzero(data.y_train == label).flatten()
-        picks.append(members[torch.randperm(len(members), generator=generator)[: int(samples_per_class)]])
-    index = torch.sort(torch.cat(picks)).values
-    if index.numel() == 0:
-        raise BadInputError("the training split has no samples to score the weights with")
-    return data.x_train[index], data.y_train[index]
 
 
 @dataclass
@@ -105,12 +90,9 @@ def loss_signals(model: nn.Module, names: list[str], context, hessian: bool = Fa
     chunks = list(zip(x.split(SCORING_CHUNK), y.split(SCORING_CHUNK)))
 
     def chunk_loss(x_chunk, y_chunk):
-        logits = functional_forward(model, tensors, (x_chunk,))
-        return nn.functional.cross_entropy(logits, y_chunk, reduction="sum") / len(y)
+        return functional_cross_entropy(model, tensors, x_chunk, y_chunk, reduction="sum") / len(y)
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         grads = [torch.zeros_like(w) for w in weights]
         for x_chunk, y_chunk in chunks:
             grads = [total + part for total, part in zip(grads, gradient(chunk_loss(x_chunk, y_chunk), weights))]
@@ -118,10 +100,8 @@ def loss_signals(model: nn.Module, names: list[str], context, hessian: bool = Fa
         if hessian:
             hessian_gradient = [torch.zeros_like(w) for w in weights]
             for x_chunk, y_chunk in chunks:
-                part = hessian_vector_product(lambda: chunk_loss(x_chunk, y_chunk), weights, grads)
+                part = hessian_vector_product(partial(chunk_loss, x_chunk, y_chunk), weights, grads)
                 hessian_gradient = [total + p for total, p in zip(hessian_gradient, part)]
-    finally:
-        model.train(was_training)
     return LossSignals(
         weights={name: w.detach() for name, w in zip(names, weights)},
         gradient={name: g.detach() for name, g in zip(names, grads)},
@@ -130,7 +110,9 @@ def loss_signals(model: nn.Module, names: list[str], context, hessian: bool = Fa
 
 
 def snip_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
-    """Loss preservation / SNIP connection sensitivity ``|w * g|`` (METHODS.md section 2).
+    """Loss preservation / SNIP connection sensitivity ``|w * g|`` (Lee, Ajanthan & Torr, SNIP: Single-shot
+    Network Pruning based on Connection Sensitivity, ICLR 2019; loss preservation in Lubana & Dick, A Gradient
+    Flow Framework for Analyzing Network Pruning, ICLR 2021).
 
     SNIP divides every score by the sum of all scores; that positive constant changes no
     ranking, so it is left out (the selected weights are identical)."""
@@ -139,13 +121,14 @@ def snip_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.
 
 
 def biased_loss_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
-    """Biased loss preservation ``|w^2 * g|`` (Lubana & Dick): loss preservation times ``|w|``."""
+    """Biased loss preservation ``|w^2 * g|`` (Lubana & Dick, ICLR 2021): loss preservation times ``|w|``."""
     signals = loss_signals(model, names, context)
     return {name: (signals.weights[name].square() * signals.gradient[name]).abs() for name in names}
 
 
 def taylor_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
-    """First-order Taylor importance ``(w * g)^2`` per weight (Molchanov et al. 2019).
+    """First-order Taylor importance ``(w * g)^2`` per weight (Molchanov, Mallya, Tyree, Frosio & Kautz,
+    Importance Estimation for Neural Network Pruning, CVPR 2019).
 
     Reading chosen for filters/neurons: the *sum of the per-weight* ``(w g)^2`` over the group
     (aggregate ``sum``), not Molchanov's group form ``(sum over the group of w g)^2``, which lets
@@ -155,25 +138,25 @@ def taylor_scores(model: nn.Module, names: list[str], context) -> dict[str, torc
 
 
 def grasp_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
-    """GraSP (Wang et al. 2020), importance ``w * (H g)``: the **negated** GraSP score.
+    """GraSP (Wang, Zhang & Grosse, Picking Winning Tickets Before Training by Preserving Gradient Flow,
+    ICLR 2020), importance ``w * (H g)``: the **negated** GraSP score.
 
-    GraSP's score is ``S = -w * (H g)`` and GraSP removes the weights with the *largest* S
-    (METHODS.md section 2; the GraSP and gradient-flow papers' code agree). Why: removing weight
-    ``w`` moves the weights by ``delta = -w e_w``, and the gradient norm changes by
+    GraSP's score is ``S = -w * (H g)`` and GraSP removes the weights with the *largest* S (the
+    GraSP and gradient-flow papers' code agree). Why: removing weight ``w`` moves the weights by ``delta = -w e_w``, and the gradient norm changes by
     ``d(g^T g) ~ 2 delta^T H g = -2 w (H g) = 2 S``: the largest S are the weights whose removal
     raises (or least lowers) the gradient flow, the most negative S those whose removal would cut
     it most. Our selection keeps the *highest* scores and prunes the lowest, so this function
     returns ``-S = w * (H g)``: pruning its lowest values is removing GraSP's largest S. The
     score is signed (no absolute value); filters/neurons sum it. GraSP's own code divides the
     logits by a temperature (200) first; here ``g`` and ``H`` are those of the plain
-    cross-entropy, as METHODS.md defines them."""
+    cross-entropy, as the gradient-flow paper defines them (Lubana & Dick, ICLR 2021)."""
     signals = loss_signals(model, names, context, hessian=True)
     return {name: signals.weights[name] * signals.hessian_gradient[name] for name in names}
 
 
 def grad_norm_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
-    """Gradient-norm preservation ``|w * (H g)|`` (Lubana & Dick): the first-order change of
-    ``||g||^2`` on removing ``w`` is ``-2 w (H g)``; keep the weights whose removal changes it most."""
+    """Gradient-norm preservation ``|w * (H g)|`` (Lubana & Dick, ICLR 2021): the first-order change
+    of ``||g||^2`` on removing ``w`` is ``-2 w (H g)``; keep the weights whose removal changes it most."""
     signals = loss_signals(model, names, context, hessian=True)
     return {name: (signals.weights[name] * signals.hessian_gradient[name]).abs() for name in names}
 
@@ -194,7 +177,7 @@ def _unclipped(model: nn.Module) -> nn.Module:
 
 
 def synflow_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
-    """SynFlow (Tanaka et al. 2020): ``|w| * dR/d|w|`` with ``R = sum f(1; |w|)``, no data.
+    """SynFlow (Tanaka, Kunin, Yamins & Ganguli, NeurIPS 2020): ``|w| * dR/d|w|`` with ``R = sum f(1; |w|)``, no data.
 
     As the authors' code does, every parameter and floating buffer is replaced by its absolute
     value (the prunable weights also multiplied by the current mask, if any), the network runs
@@ -215,13 +198,9 @@ def synflow_scores(model: nn.Module, names: list[str], context) -> dict[str, tor
     tensors.update(zip(names, weights))
     ones = torch.ones(1, *context.data.input_shape, dtype=torch.float64)
     network = _unclipped(model)
-    was_training = network.training
-    network.eval()
-    try:
+    with eval_mode(network):
         flow = functional_forward(network, tensors, (ones,)).sum()
         grads = gradient(flow, weights)
-    finally:
-        network.train(was_training)
     if not torch.isfinite(flow) or flow <= 0:
         raise BadInputError(
             f"SynFlow's synaptic flow R is {flow.item()} (overflow or a dead network); it cannot rank weights"
@@ -233,69 +212,7 @@ def synflow_scores(model: nn.Module, names: list[str], context) -> dict[str, tor
     return scores
 
 
-# --- channel attributions (captum) as neuron/filter importance ---
-
-
-# The app re-prunes on every slider move: an unchanged model attributed on the same batch gives the same
-# channel scores, and ablation costs seconds, so the last few are kept. An entry is used only for the very
-# same model and data objects (weak references) whose tensors were not modified since (autograd's version
-# counters, which every in-place update such as an optimizer step or load_state_dict bumps).
-ATTRIBUTION_MEMO_SIZE = 8
-_ATTRIBUTION_MEMO: OrderedDict = OrderedDict()
-_ATTRIBUTION_MEMO_LOCK = threading.Lock()
-
-
-def _tensor_versions(model: nn.Module) -> tuple:
-    return tuple((name, tensor.data_ptr(), tensor._version)
-                 for name, tensor in (*model.named_parameters(), *model.named_buffers()))
-
-
-def attribution_scores(model: nn.Module, names: list[str], context, method: str,
-                       n_steps: int = attribution.DEFAULT_STEPS) -> dict[str, torch.Tensor]:
-    """Per-weight scores from the channel attribution ``method`` (see
-    ``pruning.analysis.attribution``): on :func:`balanced_batch`, each sample's true-label logit
-    attributed to every output channel of the named Linear/Conv layers, ``|attribution|`` averaged
-    over each class's samples, then over the classes. Each weight of channel c carries
-    ``score_c / k`` (k weights per channel), so a neuron/filter's summed group score is its channel
-    score. The model runs as an eval-mode copy and is left unchanged."""
-    if getattr(context, "data", None) is None or not hasattr(context.data, "x_train"):
-        raise BadInputError("this criterion attributes the model's outputs on training data, and none was given")
-    layers = [name.removesuffix(".weight") for name in names]
-    key = (id(model), id(context.data), method, int(n_steps), int(context.samples_per_class), int(context.seed), tuple(layers))
-    fingerprint = _tensor_versions(model)
-    with _ATTRIBUTION_MEMO_LOCK:
-        entry = _ATTRIBUTION_MEMO.get(key)
-    if entry is not None and entry[0]() is model and entry[1]() is context.data and entry[2] == fingerprint:
-        importance = entry[3]
-    else:
-        x, y = balanced_batch(context.data, context.samples_per_class, context.seed)
-        baseline = attribution.input_baseline(x, context.data.mean, context.data.std)
-        per_sample = attribution.channel_attributions(model, layers, x, y, method, n_steps=n_steps, baseline=baseline)
-        importance = attribution.channel_importance(
-            attribution.class_channel_attributions(per_sample, y, context.data.num_classes))
-        with _ATTRIBUTION_MEMO_LOCK:
-            _ATTRIBUTION_MEMO[key] = (weakref.ref(model), weakref.ref(context.data), fingerprint, importance)
-            while len(_ATTRIBUTION_MEMO) > ATTRIBUTION_MEMO_SIZE:
-                _ATTRIBUTION_MEMO.popitem(last=False)
-    parameters = dict(model.named_parameters())
-    return {name: attribution.spread_over_channel(importance[layer], parameters[name].shape)
-            for name, layer in zip(names, layers)}
-
-
-def gradxact_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
-    """Gradient x activation of each channel (captum ``LayerGradientXActivation``)."""
-    return attribution_scores(model, names, context, "gradxact")
-
-
-def conductance_scores(model: nn.Module, names: list[str], context, n_steps: int = attribution.DEFAULT_STEPS):
-    """Layer conductance of each channel (captum ``LayerConductance``, ``n_steps`` steps along the path)."""
-    return attribution_scores(model, names, context, "conductance", n_steps=n_steps)
-
-
-def ablation_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
-    """Ablation of each channel to its bias (captum ``LayerFeatureAblation``): the logit change from pruning it."""
-    return attribution_scores(model, names, context, "ablation")
-
+# --- channel attributions (captum) as neuron/filter importance: pruning.criteria_attribution ---
 
 ATTRIBUTION_NOTE = (
     " The attributed activation is each Linear/Conv layer's output channel (bias included, before the "
@@ -427,7 +344,7 @@ CRITERIA: dict[str, Criterion] = {
             "Dhamdhere, Sundararajan & Yan, How Important Is a Neuron?, ICLR 2019; Kokhlikyan et al., Captum, 2020.",
             conductance_scores,
             structured_only=True,
-            params=(Param("n_steps", "int", attribution.DEFAULT_STEPS,
+            params=(Param("n_steps", "int", DEFAULT_STEPS,
                           "Integration steps from the black image to each input (trapezoid points, both ends "
                           "included); cost grows with it.", min=2, max=64),),
         ),

@@ -21,16 +21,18 @@ import torch
 from torch import nn
 
 from pruning.metrics import ModelStats
-from pruning.physical import PhysicalPruning, RealCosts, latency_inputs, time_in_turns
+from pruning.physical.costs import RealCosts
+from pruning.physical.latency import BATCH_SIZES, LATENCY_THREADS, latency_inputs, random_batch, time_in_turns
+from pruning.physical.removal import PhysicalPruning
 
 ONNX_FILE = "physical.onnx"
 PROGRAM_FILE = "physical.pt2"
 LAYERS_FILE = "layers.csv"
 CHECK_BATCH = 3  # differs from the export example's batch of 2: shows the batch dimension is dynamic
-
-
-def _example(input_shape, batch: int, seed: int) -> torch.Tensor:
-    return torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(seed))
+PHYSICAL_COLUMNS = {  # layers.csv column -> PhysicalLayer field
+    "out_channels": "out_channels", "masked_channels": "masked", "removed_channels": "removed",
+    "physical_params": "params",
+}
 
 
 def _batch_dim():
@@ -44,10 +46,10 @@ def export_onnx(model: nn.Module, input_shape, path: str | Path) -> dict:
     path = Path(path)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (_example(input_shape, 2, 0),), str(path), dynamo=True, verbose=False,
+        torch.onnx.export(model, (random_batch(input_shape, 2, 0),), str(path), dynamo=True, verbose=False,
                           input_names=["input"], output_names=["logits"], dynamic_shapes=_batch_dim(),
                           external_data=False)
-    x = _example(input_shape, CHECK_BATCH, 1)
+    x = random_batch(input_shape, CHECK_BATCH, 1)
     with torch.inference_mode():
         expected = model(x).numpy()
     got = onnx_session(path).run(None, {"input": x.numpy()})[0]
@@ -72,10 +74,10 @@ def export_program(model: nn.Module, input_shape, path: str | Path) -> dict:
     path = Path(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.export.export(model, (_example(input_shape, 2, 0),), dynamic_shapes=_batch_dim())
+        program = torch.export.export(model, (random_batch(input_shape, 2, 0),), dynamic_shapes=_batch_dim())
         torch.export.save(program, str(path))
         loaded = torch.export.load(str(path)).module()
-    x = _example(input_shape, CHECK_BATCH, 1)
+    x = random_batch(input_shape, CHECK_BATCH, 1)
     with torch.inference_mode():
         difference = float((loaded(x) - model(x)).abs().max())
     return {"file": path.name, "exporter": "torch.export.save", "max_abs_difference": difference}
@@ -90,10 +92,8 @@ def layer_rows(stats: ModelStats, physical: PhysicalPruning | None) -> list[dict
         row = {"layer": layer.name, "params": layer.params, "nonzero": layer.nonzero, "sparsity": layer.sparsity,
                "flops_dense": layer.flops_dense, "flops_pruned": layer.flops_pruned}
         physical_layer = removal.get(layer.name)
-        row["out_channels"] = physical_layer.out_channels if physical_layer else None
-        row["masked_channels"] = physical_layer.masked if physical_layer else None
-        row["removed_channels"] = physical_layer.removed if physical_layer else None
-        row["physical_params"] = physical_layer.params if physical_layer else None
+        for column, attribute in PHYSICAL_COLUMNS.items():
+            row[column] = getattr(physical_layer, attribute) if physical_layer else None
         rows.append(row)
     return rows
 
@@ -111,8 +111,15 @@ def _attempt(export, *args) -> dict:
     """One export; a failure is reported (exports are extras: the results stand without them)."""
     try:
         return export(*args)
-    except Exception as error:  # an exporter's limits are not the user's fault, nor a reason to lose the run
+    except Exception as error:  # noqa: BLE001 (an exporter's limits are not the user's fault)
         return {"error": f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"}
+
+
+def _export_models(costs: RealCosts, folder: Path) -> dict[str, dict]:
+    """The physical model written as each file into ``folder``: file name -> what the export said."""
+    exports = {ONNX_FILE: export_onnx, PROGRAM_FILE: export_program}
+    return {name: _attempt(export, costs.physical.model, costs.input_shape, folder / name)
+            for name, export in exports.items()}
 
 
 def write_exports(folder: str | Path, costs: RealCosts, stats: ModelStats) -> dict:
@@ -123,13 +130,11 @@ def write_exports(folder: str | Path, costs: RealCosts, stats: ModelStats) -> di
     if costs.physical is None:
         return {"files": [], "note": "No physical model to export: " + costs.physical_note}
     folder.mkdir(parents=True, exist_ok=True)
-    model, shape = costs.physical.model, costs.input_shape
-    onnx = _attempt(export_onnx, model, shape, folder / ONNX_FILE)
-    program = _attempt(export_program, model, shape, folder / PROGRAM_FILE)
+    outcomes = _export_models(costs, folder)
     (folder / LAYERS_FILE).write_text(layers_csv(stats, costs.physical))
     files = [name for name in (ONNX_FILE, PROGRAM_FILE, LAYERS_FILE) if (folder / name).exists()]
-    return {"files": files, "onnx": onnx, "pt2": program, "input": {"name": "input", "shape": ["batch", *shape]},
-            "output": "logits"}
+    return {"files": files, "onnx": outcomes[ONNX_FILE], "pt2": outcomes[PROGRAM_FILE],
+            "input": {"name": "input", "shape": ["batch", *costs.input_shape]}, "output": "logits"}
 
 
 def export_bytes(costs: RealCosts) -> dict[str, bytes | str]:
@@ -137,18 +142,16 @@ def export_bytes(costs: RealCosts) -> dict[str, bytes | str]:
     reason a file could not be made; empty without a physical model."""
     if costs.physical is None:
         return {}
-    files = {}
     with tempfile.TemporaryDirectory() as folder:
-        for name, export in ((ONNX_FILE, export_onnx), (PROGRAM_FILE, export_program)):
-            outcome = _attempt(export, costs.physical.model, costs.input_shape, Path(folder) / name)
-            files[name] = outcome["error"] if "error" in outcome else (Path(folder) / name).read_bytes()
-    return files
+        outcomes = _export_models(costs, Path(folder))
+        return {name: outcome["error"] if "error" in outcome else (Path(folder) / name).read_bytes()
+                for name, outcome in outcomes.items()}
 
 
-def onnx_latency(paths: dict[str, str | Path], input_shape, batch_sizes=(1, 64), threads: int = 1, repeats: int = 7,
-                 budget_seconds: float = 3.0) -> dict[str, dict[int, float]]:
+def onnx_latency(paths: dict[str, str | Path], input_shape, batch_sizes=BATCH_SIZES, threads: int = LATENCY_THREADS,
+                 repeats: int = 7, budget_seconds: float = 3.0) -> dict[str, dict[int, float]]:
     """Median wall time (ms) of one onnxruntime run of each ONNX file per batch size, timed like
-    ``physical.measure_latency`` times torch (``physical.time_in_turns``, the same inputs)."""
+    ``latency.measure_latency`` times torch (``latency.time_in_turns``, the same inputs)."""
     sessions = {name: onnx_session(path, threads) for name, path in paths.items()}
     runners = {name: (lambda x, session=session: session.run(None, {"input": x})) for name, session in sessions.items()}
     inputs = {batch: x.numpy() for batch, x in latency_inputs(input_shape, batch_sizes).items()}

@@ -1,7 +1,8 @@
 """Model registry: every model is built from a dataset's input shape and class count.
 
-Prunable parameters are the weights of Linear and Conv layers (METHODS.md, notation);
-biases and normalisation layers are never pruned.
+Prunable parameters are the weights of Linear and Conv layers, as in the lottery-ticket experiments
+(Frankle & Carbin, The Lottery Ticket Hypothesis: Finding Sparse, Trainable Neural Networks, ICLR
+2019; their OpenLTH code); biases and normalisation layers are never pruned.
 """
 
 from __future__ import annotations

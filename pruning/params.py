@@ -23,6 +23,16 @@ class Param:
     max: float | None = None
     choices: tuple[str, ...] = ()
     step: float | None = None  # widget resolution; small steps (learning rates, lambdas) get a number box
+    label: str = ""  # the widget's label (default: the name)
+    only_if: tuple[str, str] | None = None  # (other setting, value): the setting matters only then (widget hidden otherwise)
+
+    @property
+    def flag(self) -> str:
+        """The CLI flag generated for it: ``--finetune-epochs`` for ``finetune_epochs``."""
+        return "--" + self.name.replace("_", "-")
+
+    def applies(self, values: dict[str, Any]) -> bool:
+        return self.only_if is None or values.get(self.only_if[0]) == self.only_if[1]
 
     def parse(self, raw: Any) -> Any:
         """Convert ``raw`` (a string from the CLI or a widget value) and check it is allowed."""
@@ -57,18 +67,22 @@ class Param:
         entry = asdict(self)
         if not self.choices:
             entry.pop("choices")
-        if self.step is None:
-            entry.pop("step")
+        for key in ("step", "only_if"):
+            if entry[key] is None:
+                entry.pop(key)
+        if not self.label:
+            entry.pop("label")
         return entry
 
 
-def resolve_settings(params: tuple[Param, ...], overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults overridden by ``overrides``; an unknown key or a bad value is a BadInputError."""
+def resolve_settings(params: tuple[Param, ...], overrides: dict[str, Any] | None, owner: str = "this method") -> dict[str, Any]:
+    """Defaults overridden by ``overrides``; an unknown key or a bad value is a BadInputError
+    (``owner`` names whose settings they are in the message)."""
     by_name = {param.name: param for param in params}
     unknown = sorted(set(overrides or {}) - set(by_name))
     if unknown:
         known = ", ".join(by_name) or "none"
-        raise BadInputError(f"unknown setting {unknown[0]!r}; this method's settings are: {known}")
+        raise BadInputError(f"unknown setting {unknown[0]!r}; {owner}'s settings are: {known}")
     settings = {param.name: param.default for param in params}
     for key, raw in (overrides or {}).items():
         settings[key] = by_name[key].parse(raw)

@@ -8,18 +8,13 @@ from typing import Any
 
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment
-from pruning.methods import get_method
-from pruning.pipeline import run_prune
-from pruning.schedules import Schedule
+from pruning.pipeline import PruneResult, run_prune
+from pruning.registry import get_method
+from pruning.schedules import OneShot, Schedule
 from pruning.selection import check_sparsity
 from pruning.train import Progress
 
 BASELINES = ("random", "magnitude")
-SCALAR_FIELDS = (
-    "dataset", "model", "imbalance", "method", "seed", "epochs", "granularity", "schedule", "finetune_epochs",
-    "target_sparsity", "sparsity", "compression", "params_total", "params_nonzero", "flops_dense",
-    "flops_pruned", "theoretical_speedup", "accuracy_before_finetune", "accuracy_after_finetune", "seconds",
-)
 
 
 def settings_for(method_name: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -36,12 +31,12 @@ def run_sweep(
     overrides: dict[str, Any] | None = None,
     schedule: Schedule | None = None,
     progress: Progress | None = None,
-) -> list[dict]:
+) -> list[PruneResult]:
     """Every (seed, method, sparsity) pruned on the same schedule (methods that train keep their
     own, and those whose sparsity emerges run once per seed); all input is checked before any
-    training starts."""
+    training starts. The results keep their numbers, not their weights (``without_tensors``)."""
     overrides = overrides or {}
-    schedule = schedule or Schedule()
+    schedule = schedule or OneShot()
     methods = list(dict.fromkeys([*methods, *BASELINES]))
     sparsities = [check_sparsity(value) for value in sparsities]
     if not sparsities or not seeds:
@@ -64,12 +59,9 @@ def run_sweep(
                 if progress:
                     progress(done / total, f"seed {seed}, {name}" + ("" if sparsity is None else f" at sparsity {sparsity:g}"))
                 own = get_method(name).trains  # methods that train keep their own schedule
-                report = run_prune(experiment, name, sparsity, settings_for(name, overrides),
-                                   schedule=Schedule() if own else schedule).to_json()
-                row = {field: report[field] for field in SCALAR_FIELDS}
-                row["dense_accuracy"] = report["dense"]["accuracy"]
-                row["alpha"] = report["intensification"]["alpha"]
-                rows.append(row)
+                result = run_prune(experiment, name, sparsity, settings_for(name, overrides),
+                                   schedule=OneShot() if own else schedule)
+                rows.append(result.without_tensors())
                 done += 1
     if progress:
         progress(1.0, "done")

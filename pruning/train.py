@@ -19,6 +19,7 @@ from torch.func import functional_call
 from pruning.errors import BadInputError
 from pruning.masks import Mask
 from pruning.models import functional_forward
+from pruning.params import Param, resolve_settings
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], message)
 
@@ -29,8 +30,22 @@ class TrainingDivergedError(BadInputError):
     """The loss became NaN or infinite; nothing from the run is kept."""
 
 
+TRAIN_PARAMS = (
+    Param("epochs", "int", 6, "Dense training epochs.", min=0, max=100, label="Epochs"),
+    Param("lr", "float", 0.05, "Learning rate at the start (cosine decay to zero per step).", min=1e-6, step=1e-3,
+          label="Learning rate (cosine decay)"),
+    Param("momentum", "float", 0.9, "SGD momentum.", min=0.0, max=0.99, step=0.01, label="Momentum"),
+    Param("weight_decay", "float", 5e-4, "L2 weight decay.", min=0.0, max=0.1, step=1e-5, label="Weight decay"),
+    Param("batch_size", "int", 64, "Training batch size.", min=1, max=4096, label="Batch size"),
+    Param("optimizer", "choice", "sgd", "sgd (with momentum) or adam.", choices=OPTIMIZERS, label="Optimizer"),
+)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    """How the dense model trains; the fields are ``TRAIN_PARAMS`` (the CLI flags and the
+    sidebar's widgets are generated from them)."""
+
     epochs: int = 6
     lr: float = 0.05
     momentum: float = 0.9
@@ -49,11 +64,29 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_settings(cls, overrides: dict | None = None) -> TrainConfig:
+        """A config from declared settings (strings from the CLI are parsed and range-checked)."""
+        return cls(**resolve_settings(TRAIN_PARAMS, overrides, owner="dense training"))
+
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def cosine_decay(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning rate decayed to zero along a cosine over ``total_steps`` steps (stepped per step)."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+
+
+def cosine_sgd(parameters, lr: float, total_steps: int, momentum: float = 0.9,
+               weight_decay: float = 0.0) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD with a per-step cosine decay to zero: the recipe the dense training and the methods
+    that train (DNS, LOMP's L1 training, SequentialAttention++'s fine-tune) share."""
+    optimizer = torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return optimizer, cosine_decay(optimizer, total_steps)
 
 
 def batches(num_samples: int, batch_size: int, generator: torch.Generator):
@@ -166,9 +199,7 @@ def fit(
     pruning); ``stop_after_epochs`` stops early on the same learning-rate schedule, which
     reproduces the weights of epoch k of a full run (rewinding)."""
     optimizer = make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=max(1, config.epochs * steps_per_epoch(data, config.batch_size))
-    )
+    scheduler = cosine_decay(optimizer, config.epochs * steps_per_epoch(data, config.batch_size))
     state = {"mask": mask}
     if mask:
         mask.apply_(model)

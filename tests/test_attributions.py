@@ -7,19 +7,14 @@ import torch
 from scipy import stats
 from torch import nn
 
-from pruning.analysis import attribution
-from pruning.analysis.attribution import (
-    channel_attributions,
-    class_channel_attributions,
-    class_reliance,
-    input_attributions,
-    pearson,
-    spearman,
-)
+from pruning import channel_attribution as attribution
+from pruning.analysis.attribution import class_reliance, input_attributions, pearson, spearman
+from pruning.channel_attribution import channel_attributions, class_channel_attributions
 from pruning.criteria import CRITERIA
 from pruning.data import Dataset, load_dataset
 from pruning.errors import BadInputError
-from pruning.methods import PruneContext, get_method
+from pruning.methods.base import PruneContext
+from pruning.registry import get_method
 from pruning.models import build_model, prunable_weight_names
 from pruning.pipeline import prune_model
 from tests.app_driver import figure_starting, metric, start

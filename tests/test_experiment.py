@@ -8,6 +8,7 @@ import torch
 
 from pruning.experiment import Experiment, cache_dir, cached_dense_path, is_cached, train_dense
 from pruning.pipeline import prune_model, run_prune
+from pruning.report import result_json
 from pruning.train import TrainConfig, TrainingDivergedError
 
 # digits + mlp + 1 epoch: well under a second to train.
@@ -150,14 +151,14 @@ def test_run_prune_does_not_modify_the_dense_model(fresh_cache):
     reference = weights(train_dense(FAST).model)
     outcome = run_prune(FAST, "magnitude", 0.9)
     assert same(weights(outcome.dense_model), reference)
-    assert outcome.result.stats.sparsity == pytest.approx(0.9, abs=1e-6)
+    assert outcome.stats.sparsity == pytest.approx(0.9, abs=1e-6)
     # the pruned tensors are separate: zero where the mask is False, the dense weights elsewhere
-    for name, keep in outcome.result.mask.items():
-        pruned = outcome.result.pruned_tensors[name]
+    for name, keep in outcome.mask.items():
+        pruned = outcome.pruned_tensors[name]
         assert torch.all(pruned[~keep] == 0)
         assert torch.equal(pruned[keep], reference[name][keep])
         assert torch.count_nonzero(reference[name][~keep]) > 0  # the dense weights there are not zero
-    report = outcome.to_json()
+    report = result_json(outcome)
     assert report["sparsity"] == pytest.approx(0.9, abs=1e-6)
     assert report["dense"]["accuracy"] > report["pruned"]["accuracy"] - 0.5  # sanity: both evaluated
 

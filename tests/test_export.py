@@ -13,7 +13,8 @@ import torch
 from pruning.export import export_onnx, export_program, layer_rows, layers_csv, write_exports
 from pruning.metrics import model_stats
 from pruning.models import build_model, prunable_weight_names
-from pruning.physical import real_costs, remove_pruned_channels
+from pruning.physical.costs import real_costs
+from pruning.physical.removal import remove_pruned_channels
 from pruning.selection import mask_from_scores
 from tests.app_driver import start
 from tests.test_physical import make, masked_model, masked_state, structured_mask

@@ -128,7 +128,7 @@ def test_grda_sparsity_grows_during_training_and_accuracy_stays_well_above_chanc
     assert sparsities[-1] > 0.2
     assert grda_run.mask.sparsity() == pytest.approx(sparsities[-1])
     assert grda_run.history[-1]["accuracy"] > 0.6  # 10 classes: chance is 0.1
-    assert grda_run.extras["final_threshold"] > 0
+    assert grda_run.details.final_threshold > 0
 
 
 def test_grda_mask_is_the_nonzero_pattern_of_the_final_weights(grda_run):
@@ -150,7 +150,7 @@ def test_sdprun_removes_whole_groups_and_keeps_the_output_layer(sdprun_run):
         assert torch.equal(rows.all(dim=1), rows.any(dim=1)), name  # each neuron is all kept or all pruned
         pruned_groups += int((~rows.any(dim=1)).sum())
     assert pruned_groups >= 1
-    assert sdprun_run.extras["pruned_groups"] == pruned_groups
+    assert sdprun_run.details.pruned_groups == pruned_groups
 
 
 @pytest.mark.parametrize("bad", [{"mu": 0.5}, {"mu": 1.0}, {"c": -0.001}, {"c": 0.2}, {"lr": 0.0}, {"epochs": 0}])

@@ -14,7 +14,8 @@ from pruning.analysis import landscape
 from pruning.cli import main
 from pruning.experiment import Experiment, train_dense
 from pruning.masks import Mask
-from pruning.schedules import Schedule, run_schedule
+from pruning.pipeline import run_schedule
+from pruning.schedules import Iterative
 from pruning.train import TrainConfig, evaluate
 from tests.app_driver import start
 
@@ -142,7 +143,7 @@ def test_iterative_levels_end_where_the_schedule_ends():
     levels = landscape.iterative_levels(experiment, "magnitude", 0.75, rounds=2, dense=dense)
     assert [level.round for level in levels] == [0, 1, 2]
     assert levels[-1].sparsity == pytest.approx(0.75, abs=0.01)
-    outcome = run_schedule(experiment, "magnitude", 0.75, None, Schedule(kind="iterative", rounds=2), dense=dense)
+    outcome = run_schedule(experiment, "magnitude", 0.75, None, Iterative(rounds=2), dense=dense)
     for name, tensor in outcome.state_dict.items():
         assert torch.equal(levels[-1].tensors[name], tensor), name
     data = experiment.load_data()

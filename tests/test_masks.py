@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from pruning.errors import BadInputError
-from pruning.masks import Mask, pruned_state_dict
+from pruning.masks import Mask
 
 
 def small_model():
@@ -11,12 +11,8 @@ def small_model():
     return nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
 
 
-def test_mask_converts_0_1_tensors_and_rejects_other_values():
-    mask = Mask({"w": torch.tensor([1.0, 0.0, 1.0])})
-    assert mask["w"].dtype == torch.bool
-    assert mask["w"].tolist() == [True, False, True]
-    with pytest.raises(BadInputError, match="other than 0 and 1"):
-        Mask({"w": torch.tensor([0.5, 1.0])})
+# What a mask accepts (0/1 only, stored as bool), its save/load round trip and the plain pruned
+# state dict are property tests in test_properties.py.
 
 
 def test_sparsity_overall_and_per_layer():
@@ -44,27 +40,6 @@ def test_masked_parameters_leave_the_model_untouched():
     assert torch.all(tensors["2.weight"] == 0)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, before[name])
-
-
-def test_save_load_round_trip(tmp_path):
-    mask = Mask({"0.weight": torch.rand(3, 4) > 0.3, "2.weight": torch.rand(2, 3) > 0.6})
-    mask.save(tmp_path / "mask.pt")
-    loaded = Mask.load(tmp_path / "mask.pt")
-    assert set(loaded) == set(mask)
-    for name in mask:
-        assert torch.equal(loaded[name], mask[name])
-    assert not list(tmp_path.glob(".*tmp")), "atomic save leaves no temporary file behind"
-
-
-def test_pruned_state_dict_is_plain_with_exact_zeros():
-    model = small_model()
-    keep = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1]])
-    state = pruned_state_dict(model, Mask({"0.weight": keep}))
-    assert set(state) == set(model.state_dict()), "no weight_orig / weight_mask keys"
-    assert torch.all(state["0.weight"][keep == 0] == 0)
-    assert torch.equal(state["0.weight"][keep == 1], model[0].weight.detach()[keep == 1])
-    fresh = small_model()
-    fresh.load_state_dict(state, strict=True)
 
 
 def test_check_fits_names_the_mismatch():

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pruning import plots
+from pruning.mask_diff import mask_overlap
+from pruning.plots import masks as mask_plots
 from tests.app_driver import figure_starting as figure
 from tests.app_driver import figures, metric, start
 
@@ -103,17 +104,17 @@ def test_overlap_and_figures_directly():
     generator = torch.Generator().manual_seed(0)
     a = {"w": torch.rand(40, 50, generator=generator) > 0.5}
     b = {"w": a["w"].clone()}
-    assert plots.mask_overlap(a, b)[1] == 1.0
+    assert mask_overlap(a, b)[1] == 1.0
     b["w"][0, 0] = ~b["w"][0, 0]
     inter, union = int((a["w"] & b["w"]).sum()), int((a["w"] | b["w"]).sum())
-    assert plots.mask_overlap(a, b)[1] == pytest.approx(inter / union)
+    assert mask_overlap(a, b)[1] == pytest.approx(inter / union)
     conv = torch.rand(8, 3, 3, 3, generator=generator) > 0.5
-    assert plots.kernel_grid_eligible(conv) and not plots.kernel_grid_eligible(torch.ones(128, 64, 3, 3))
-    grid = plots.kernel_grid_figure("conv", conv).to_plotly_json()["data"][0]["z"]
+    assert mask_plots.kernel_grid_eligible(conv) and not mask_plots.kernel_grid_eligible(torch.ones(128, 64, 3, 3))
+    grid = mask_plots.kernel_grid_figure("conv", conv).to_plotly_json()["data"][0]["z"]
     assert len(grid) == 3 * 4 - 1 and len(grid[0]) == 8 * 4 - 1, "one band: channels down, filters across"
     assert grid[0][0] == int(conv[0, 0, 0, 0]) and grid[0][3] is None and grid[4][4] == int(conv[1, 1, 0, 0])
     wide = torch.rand(20, 1, 5, 5, generator=generator) > 0.5  # few input channels: filters wrap into bands
-    spec = plots.kernel_grid_figure("conv1", wide).to_plotly_json()
+    spec = mask_plots.kernel_grid_figure("conv1", wide).to_plotly_json()
     assert spec["layout"]["meta"]["bands"] > 1
     tiles = {}
     for z_row, names in zip(spec["data"][0]["z"], spec["data"][0]["customdata"]):
@@ -123,9 +124,9 @@ def test_overlap_and_figures_directly():
                 tiles.setdefault((filter_index, channel), []).append(value)
     assert sorted(tiles) == [(f, 0) for f in range(20)]
     assert all(sorted(values) == sorted(wide[f, c].flatten().int().tolist()) for (f, c), values in tiles.items())
-    heat = plots.mask_heatmap_figure("conv", conv).to_plotly_json()
+    heat = mask_plots.mask_heatmap_figure("conv", conv).to_plotly_json()
     assert np.array(heat["data"][0]["z"]).shape == (8, 27)
-    cells, factors = plots.downsample_mask(np.ones((601, 10)))
+    cells, factors = mask_plots.downsample_mask(np.ones((601, 10)))
     assert factors == (3, 1) and cells.shape == (201, 10) and (cells == 1).all()
 
 

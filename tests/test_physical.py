@@ -5,11 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-import pruning.physical as physical
 from pruning.errors import BadInputError
 from pruning.masks import Mask
 from pruning.models import build_model, prunable_weight_names
-from pruning.physical import real_costs, remove_pruned_channels
+from pruning.physical import groups
+from pruning.physical.costs import physical_or_note, real_costs
+from pruning.physical.removal import remove_pruned_channels
 from pruning.selection import mask_from_scores
 
 # small inputs keep resnet18 and mobilenet_v2 fast; every model still sees padding, pooling, residuals
@@ -102,7 +103,7 @@ def test_removing_without_folding_the_constants_would_change_the_outputs(name, m
     removal has to carry (into biases, BN means or a kept constant channel)."""
     model = make(name)
     mask = structured_mask(model, 0.5, "layerwise")
-    monkeypatch.setattr(physical._GroupPlan, "fold", lambda self: None)
+    monkeypatch.setattr(groups.GroupPlan, "fold", lambda self: None)
     careless = remove_pruned_channels(model, mask, SHAPES[name], masked_state(model, mask))
     assert careless.max_abs_difference > 1e-2
 
@@ -160,7 +161,7 @@ def test_a_residual_group_keeps_masked_filters_a_coupled_conv_still_uses():
     mask = structured_mask(model, 0.5, "layerwise")
     result = remove_pruned_channels(model, mask, SHAPES["resnet20"], masked_state(model, mask))
     assert result.kept_masked["coupled"] > 0  # the mask zeroes different filters in convs tied by the additions
-    note = physical.physical_or_note(model, mask, SHAPES["resnet20"], masked_state(model, mask))[1]
+    note = physical_or_note(model, mask, SHAPES["resnet20"], masked_state(model, mask))[1]
     assert "coupled" in note and "residual" in note
 
 

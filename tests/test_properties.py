@@ -32,7 +32,7 @@ from pruning.criteria import magnitude_scores, random_scores
 from pruning.data import Dataset
 from pruning.errors import BadInputError
 from pruning.masks import Mask, pruned_state_dict
-from pruning.methods import PruneContext
+from pruning.methods.base import PruneContext
 from pruning.models import prunable_weight_names
 from pruning.pipeline import prune_model
 from pruning.selection import SAMPLE_SIZE, check_sparsity, group_scores, kth_smallest, mask_from_scores
@@ -202,15 +202,16 @@ def test_what_is_pruned_stays_pruned_when_sparsity_grows(scores, first, second, 
 
 
 @FAST
-@given(values=st.lists(st.integers(-3, 3), min_size=1, max_size=30))
+@given(values=st.lists(st.one_of(st.integers(-3, 3), st.sampled_from([0.5, -0.0]), st.floats(-3, 3, width=32)), min_size=1,
+                       max_size=30))
 def test_mask_accepts_only_0_1_and_stores_bool(values):
-    """A mask entry is bool whatever 0/1 dtype it came in; any other value is refused."""
+    """A mask entry is bool whatever 0/1 dtype it came in; any other value is refused, by name."""
     tensor = torch.tensor(values, dtype=torch.float32)
     if all(value in (0, 1) for value in values):
         mask = Mask({"w": tensor})
         assert mask["w"].dtype == torch.bool and torch.equal(mask["w"], tensor == 1)
     else:
-        with pytest.raises(BadInputError):
+        with pytest.raises(BadInputError, match="other than 0 and 1"):
             Mask({"w": tensor})
 
 
@@ -227,8 +228,9 @@ def test_mask_accepts_only_0_1_and_stores_bool(values):
 def test_pruning_never_changes_surviving_weights_and_round_trips(network, sparsity, method, scope, granularity,
                                                                   block_size, seed):
     """prune_model leaves the model untouched; its pruned state dict is the original times the
-    mask bit for bit (biases and other tensors identical); mask and state dict survive
-    Mask.save/load and torch.save/torch.load(weights_only=True) unchanged."""
+    mask bit for bit (biases and other tensors identical), and so is pruned_state_dict's; mask and
+    state dict survive Mask.save/load (atomic: no temporary file left) and
+    torch.save/torch.load(weights_only=True) unchanged, and the state dict loads strictly."""
     model, input_shape, classes = network
     data = dataset_for(input_shape, classes)
     original = {name: tensor.clone() for name, tensor in model.state_dict().items()}
@@ -252,11 +254,12 @@ def test_pruning_never_changes_surviving_weights_and_round_trips(network, sparsi
     for name, tensor in state.items():
         expected = original[name] * mask[name] if name in mask else original[name]
         assert torch.equal(bits(tensor), bits(expected)), f"{name}: pruned tensor is not original x mask"
-    assert torch.equal(bits(torch.cat([t.flatten() for t in pruned_state_dict(model, mask).values()])),
-                       bits(torch.cat([t.flatten() for t in state.values()])))
+    plain = pruned_state_dict(model, mask)  # plain: the model's own keys, no weight_orig / weight_mask
+    assert list(plain) == list(state) and all(torch.equal(bits(plain[name]), bits(state[name])) for name in state)
 
     with tempfile.TemporaryDirectory() as folder:
         mask.save(Path(folder) / "mask.pt")
+        assert [path.name for path in Path(folder).iterdir()] == ["mask.pt"], "atomic save leaves no temporary file"
         loaded_mask = Mask.load(Path(folder) / "mask.pt")
         torch.save(state, Path(folder) / "model.pt")
         loaded_state = torch.load(Path(folder) / "model.pt", weights_only=True)
@@ -267,7 +270,7 @@ def test_pruning_never_changes_surviving_weights_and_round_trips(network, sparsi
     for name, tensor in state.items():
         assert loaded_state[name].dtype == tensor.dtype and torch.equal(bits(loaded_state[name]), bits(tensor)), name
     fresh = copy.deepcopy(model)
-    fresh.load_state_dict(loaded_state)
+    fresh.load_state_dict(loaded_state, strict=True)
     for name, tensor in fresh.state_dict().items():
         assert torch.equal(bits(tensor), bits(state[name])), name
 
@@ -397,11 +400,13 @@ def test_kth_smallest_is_exact_on_the_sampled_path(kind, fraction, extra, seed):
 
 
 @FAST
-@given(value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5)))
+@given(value=st.one_of(st.sampled_from([1.0, -0.1, "abc", None]), st.floats(allow_nan=True, allow_infinity=True),
+                       st.integers(-5, 5)))
 def test_check_sparsity_accepts_exactly_the_half_open_unit_interval(value):
-    """[0, 1) is accepted unchanged; everything else (1, negatives, NaN, inf) is a BadInputError."""
-    if isinstance(value, float) and math.isfinite(value) and 0.0 <= value < 1.0 or value == 0:
+    """[0, 1) is accepted unchanged; everything else (1, negatives, NaN, inf, not a number) is a
+    BadInputError that names the sparsity."""
+    if isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value < 1.0:
         assert check_sparsity(value) == float(value)
     else:
-        with pytest.raises(BadInputError):
+        with pytest.raises(BadInputError, match="sparsity"):
             check_sparsity(value)

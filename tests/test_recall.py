@@ -11,19 +11,13 @@ import torch
 from sklearn.metrics import recall_score
 from torch import nn
 
-from pruning.analysis.recall import (
-    RecallRun,
-    alpha_by_level,
-    class_recall,
-    flipped_predictions,
-    intensification,
-    level_sparsities,
-    relative_gaps,
-)
+from pruning.analysis.recall import class_recall, flipped_predictions, intensification, relative_gaps
+from pruning.analysis.recall_runs import RecallRun, alpha_by_level, level_sparsities
 from pruning.data import load_dataset
 from pruning.experiment import Experiment, train_dense
 from pruning.pipeline import prune_model
-from pruning.plots import display_pixels
+from pruning.plots.recall import display_pixels
+from pruning.report import sweep_row
 from pruning.sweep import run_sweep
 from pruning.train import TrainConfig, evaluate
 from tests.app_driver import figure_starting as figure
@@ -280,7 +274,7 @@ def test_the_sweep_button_draws_alpha_against_sparsity(recall_page):
 
 
 def test_sweep_rows_carry_alpha():
-    rows = run_sweep(TINY, ["magnitude"], [0.9], [0])
+    rows = [sweep_row(result) for result in run_sweep(TINY, ["magnitude"], [0.9], [0])]
     assert all("alpha" in row for row in rows)
     magnitude = next(row for row in rows if row["method"] == "magnitude")
     assert isinstance(magnitude["alpha"], float) and math.isfinite(magnitude["alpha"])

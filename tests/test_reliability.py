@@ -21,10 +21,11 @@ from pruning.cli import main
 from pruning.data import load_dataset
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, cached_dense_path, train_dense
-from pruning.methods import get_method
+from pruning.registry import get_method
 from pruning.models import build_model
-from pruning.pipeline import prune_model, run_prune, run_training_method, training_run_path
-from pruning.schedules import Schedule
+from pruning.pipeline import prune_model, run_prune
+from pruning.run_cache import run_training_method, training_run_path
+from pruning.schedules import Iterative
 from pruning.train import TrainConfig, TrainingDivergedError
 from pruning.weights import load_tensors, stored_weights, use_weights
 from tests.app_driver import metric, start
@@ -93,7 +94,7 @@ ENGINE_CASES = {
         r"every neuron/filter of \w+\.weight",
     ),
     "schedule_not_supported": (
-        lambda m, d: run_prune(MLP, "dns", None, schedule=Schedule(kind="iterative")), r"dns.*own schedule"
+        lambda m, d: run_prune(MLP, "dns", None, schedule=Iterative()), r"dns.*own schedule"
     ),
     "unknown_dataset": (lambda m, d: load_dataset("nope"), r"(?i)unknown dataset 'nope'"),
     "unknown_model": (lambda m, d: build_model("nope", (1, 28, 28), 10), r"unknown model 'nope'"),

@@ -3,14 +3,17 @@ import torch
 
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, train_dense
+from pruning.pipeline import run_schedule
 from pruning.schedules import (
-    Schedule,
-    _rewind_state,
+    Gradual,
+    GradFlow,
+    Iterative,
+    OneShot,
     gradflow_fraction,
     gradual_fraction,
     iterative_fraction,
-    run_schedule,
-    sparsity_curve,
+    make_schedule,
+    rewind_state,
 )
 from pruning.sweep import run_sweep
 from pruning.train import TrainConfig
@@ -42,22 +45,24 @@ def test_gradual_schedule_is_cubic_and_reaches_the_target_at_75_percent():
 
 
 def test_preview_curves_end_at_the_target():
-    for schedule in (Schedule(), Schedule("iterative"), Schedule("gradual"), Schedule("gradflow"), Schedule(finetune_epochs=2)):
-        curve = sparsity_curve(schedule, 0.9, dense_epochs=4, steps_per_epoch=10)
+    for schedule in (OneShot(), Iterative(), Gradual(), GradFlow(), OneShot(finetune_epochs=2), Gradual(frequency=7)):
+        curve = schedule.curve(0.9, dense_epochs=4, steps_per_epoch=10)
         assert curve[-1]["sparsity"] == pytest.approx(0.9), schedule
         assert [p["epoch"] for p in curve] == sorted(p["epoch"] for p in curve)
 
 
 @pytest.mark.parametrize(
-    "bad", [dict(kind="sometimes"), dict(prune_at="never"), dict(rounds=0), dict(finetune_epochs=-1), dict(rewind_to="yesterday")]
+    "kind, bad", [("sometimes", {}), ("oneshot", dict(prune_at="never")), ("iterative", dict(rounds=0)),
+                  ("oneshot", dict(finetune_epochs=-1)), ("iterative", dict(rewind_to="yesterday")),
+                  ("oneshot", dict(rounds=3))]
 )
-def test_bad_schedules_are_rejected(bad):
+def test_bad_schedules_are_rejected(kind, bad):
     with pytest.raises(BadInputError):
-        Schedule(**bad)
+        make_schedule(kind, bad)
 
 
 def test_iterative_pruning_keeps_pruned_weights_pruned_and_lands_on_the_target():
-    outcome = run_schedule(TINY, "magnitude", 0.9, None, Schedule("iterative", rounds=3))
+    outcome = run_schedule(TINY, "magnitude", 0.9, None, Iterative(rounds=3))
     sparsities = [row["sparsity"] for row in outcome.history[1:]]
     assert sparsities == pytest.approx([iterative_fraction(r, 3, 0.9) for r in (1, 2, 3)], abs=1e-4)
     assert outcome.mask.sparsity() == pytest.approx(0.9, abs=1e-5)
@@ -67,28 +72,28 @@ def test_iterative_pruning_keeps_pruned_weights_pruned_and_lands_on_the_target()
 
 def test_rewinding_to_an_epoch_reproduces_that_epoch_of_the_dense_run():
     data = TINY.load_data()
-    full = _rewind_state(TINY, data, Schedule("iterative", rewind_to="epoch", rewind_epoch=TINY.train.epochs))
+    full = rewind_state(TINY, data, "epoch", TINY.train.epochs)
     dense = train_dense(TINY, use_cache=False).model.state_dict()
     for name, tensor in dense.items():
         assert torch.allclose(full[name], tensor, atol=1e-6), name
-    initial = _rewind_state(TINY, data, Schedule("iterative", rewind_to="init"))
+    initial = rewind_state(TINY, data, "init", 1)
     assert torch.equal(initial["fc1.weight"], TINY.build_model(data).state_dict()["fc1.weight"])
 
 
-@pytest.mark.parametrize("schedule", [Schedule(prune_at="init"), Schedule(prune_at="early"), Schedule("gradual", gradual_epochs=1),
-                                      Schedule("gradflow", rounds=2)])
+@pytest.mark.parametrize("schedule", [OneShot(prune_at="init"), OneShot(prune_at="early"), Gradual(gradual_epochs=1),
+                                      GradFlow(rounds=2)])
 def test_every_schedule_reaches_the_target_with_the_mask_holding(schedule):
     outcome = run_schedule(TINY, "magnitude", 0.8, None, schedule)
     assert outcome.mask.sparsity() == pytest.approx(0.8, abs=1e-4)
     for name, keep in outcome.mask.items():
         assert torch.all(outcome.state_dict[name][~keep] == 0), name
     assert outcome.history[-1]["accuracy"] > 0.5, "the sparse network trained"
-    if schedule.prune_at in ("init", "early") and schedule.kind == "oneshot":
+    if schedule.kind == "oneshot" and schedule.prune_at in ("init", "early"):
         assert outcome.history[0]["accuracy"] < 0.3, "the run started from initialisation"
 
 
 def test_finetuning_reports_accuracy_before_and_after_with_sparsity_unchanged():
-    outcome = run_schedule(TINY, "random", 0.9, None, Schedule(finetune_epochs=2))
+    outcome = run_schedule(TINY, "random", 0.9, None, OneShot(finetune_epochs=2))
     assert outcome.mask.sparsity() == pytest.approx(0.9, abs=1e-5)
     nonzero = sum(int(torch.count_nonzero(outcome.state_dict[name])) for name in outcome.mask)
     assert nonzero == outcome.mask.num_weights - outcome.mask.num_pruned
@@ -98,10 +103,10 @@ def test_finetuning_reports_accuracy_before_and_after_with_sparsity_unchanged():
 def test_sweep_has_a_row_per_method_sparsity_and_seed_with_baselines():
     rows = run_sweep(TINY, ["magnitude"], [0.5, 0.95], [0, 1], overrides={"scope": "layerwise"})
     assert len(rows) == 2 * 2 * 2
-    assert {row["method"] for row in rows} == {"magnitude", "random"}
+    assert {row.method for row in rows} == {"magnitude", "random"}
     for row in rows:
-        assert row["sparsity"] == pytest.approx(row["target_sparsity"], abs=1e-4)
-    at_95 = {(row["method"], row["seed"]): row["accuracy_after_finetune"] for row in rows if row["target_sparsity"] == 0.95}
+        assert row.stats.sparsity == pytest.approx(row.target_sparsity, abs=1e-4)
+    at_95 = {(row.method, row.experiment.seed): row.accuracy_after_finetune for row in rows if row.target_sparsity == 0.95}
     assert all(at_95[("random", seed)] < at_95[("magnitude", seed)] for seed in (0, 1))
     with pytest.raises(BadInputError, match="no method"):
         run_sweep(TINY, ["magnitude"], [0.5], [0], overrides={"bogus": 1})

@@ -155,7 +155,7 @@ def test_every_mask_is_block_structured_also_with_border_blocks(run):
 
 def test_one_fresh_optimizer_per_phase(run):
     outcome, optimizers = run["outcome"], run["optimizers"]
-    assert outcome.extras["phases"] == 3 * CYCLES + 1
+    assert outcome.details.phases == 3 * CYCLES + 1
     assert len(optimizers) == 3 * CYCLES + 1
     assert len({id(optimizer) for optimizer in optimizers}) == len(optimizers)
     assert run["state_at_first_step"] == [0] * len(optimizers)  # every phase starts with no momentum
@@ -206,12 +206,12 @@ def test_final_weights_reproduce_the_accuracy_and_match_the_mask(run, dense):
     for name, entry in outcome.mask.items():
         nonzero_blocks = group_scores(outcome.state_dict[name].abs(), "block", BLOCK, "sum") > 0
         assert torch.equal(nonzero_blocks, block_keep(entry, BLOCK))
-    assert outcome.extras["skipped_layers"] == ["fc3.weight"]
+    assert outcome.details.skipped_layers == ["fc3.weight"]
     assert bool(outcome.mask["fc3.weight"].all())
     for name in ("fc1.weight", "fc2.weight"):
         blocks = block_count(outcome.mask[name].shape, BLOCK)
         assert block_sparsity(outcome.mask[name], BLOCK) == round(SPARSITY * blocks) / blocks
-    assert outcome.extras["accuracy_before_finetune"] is not None
+    assert outcome.accuracy_before_finetune is not None
 
 
 def test_progress_spans_the_whole_run_and_names_the_phase(run):

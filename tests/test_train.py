@@ -12,7 +12,7 @@ from pruning import criteria
 from pruning.data import Dataset, load_dataset
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, train_dense
-from pruning.methods import PruneContext
+from pruning.methods.base import PruneContext
 from pruning.models import build_model, prunable_weight_names
 from pruning.selection import mask_from_scores
 from pruning.train import TrainConfig, TrainingDivergedError, evaluate, fit

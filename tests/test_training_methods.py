@@ -9,12 +9,16 @@ from torch import nn
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, train_dense
 from pruning.masks import Mask
-from pruning.methods import get_method
+from pruning.registry import get_method
 from pruning.methods.dns import dns_thresholds, straight_through, surgery_
 from pruning.methods.lomp import l1_penalty, l1_trained
 from pruning.methods.undecayed import levels_for, undecayed_scores
 from pruning.models import prunable_weight_names
-from pruning.pipeline import run_prune, run_training_method, training_run_path
+from pruning.pipeline import run_prune
+from pruning.report import sweep_row
+from pruning.schedules import OneShot
+from pruning.sweep import run_sweep
+from pruning.run_cache import run_training_method, training_run_path
 from pruning.selection import mask_from_scores
 from pruning.train import TrainConfig
 
@@ -65,7 +69,7 @@ def test_straight_through_forward_is_masked_and_the_gradient_is_not():
 
 def test_dns_splices_pruned_weights_back_and_masked_weights_keep_learning(dense):
     outcome = dns_run(dense)
-    assert outcome.extras["spliced_total"] > 0
+    assert outcome.details.spliced_total > 0
     assert sum(row["spliced_back"] for row in outcome.history) > 0, "a snapshot shows weights coming back"
     first_pruned = outcome.snapshots[1].mask
     start = dict(dense.named_parameters())
@@ -85,10 +89,10 @@ def test_larger_c_rate_gives_higher_sparsity(dense):
 
 def test_dns_mask_freezes_at_iter_stop(dense):
     outcome = dns_run(dense, epochs=1, iter_stop_fraction=0.0)
-    assert outcome.extras["mask_updates"] == 0 and outcome.mask.sparsity() == 0.0
+    assert outcome.details.mask_updates == 0 and outcome.mask.sparsity() == 0.0
     decaying = dns_run(dense, epochs=1, gamma=1.0, power=1.0)  # p = 1 / (1 + iter): about ln(steps) updates
     steps = outcome.history[-1]["step"]
-    assert 1 <= decaying.extras["mask_updates"] <= 3 * math.log(steps) + 3
+    assert 1 <= decaying.details.mask_updates <= 3 * math.log(steps) + 3
 
 
 # --- Undecayed pruning ---
@@ -139,7 +143,7 @@ def test_levels_remove_at_most_the_level_fraction_each():
 def test_undecayed_runs_inside_iterative_pruning_with_rewinding(dense):
     method = get_method("undecayed")
     outcome = method.train(SMALL, dense, 0.5, method.settings({"level_fraction": 0.3}))
-    assert outcome.extras["levels"] == 2
+    assert outcome.details.levels == 2
     assert outcome.mask.sparsity() == pytest.approx(0.5, abs=1e-3)
     first, last = outcome.snapshots[0].mask, outcome.snapshots[-1].mask
     assert len(outcome.snapshots) == 2 and first.sparsity() == pytest.approx(1 - math.sqrt(0.5), abs=1e-3)
@@ -172,7 +176,7 @@ def test_lomp_trains_with_l1_then_prunes_by_magnitude_with_no_fine_tuning(dense)
     plain = l1_trained(SMALL, 0.0).model
     l1_norm = sum(float(weights[name].detach().abs().sum()) for name in names)
     plain_norm = sum(float(dict(plain.named_parameters())[name].detach().abs().sum()) for name in names)
-    assert outcome.extras["l1_norm"] == pytest.approx(l1_norm)
+    assert outcome.details.l1_norm == pytest.approx(l1_norm)
     assert l1_norm < 0.7 * plain_norm, "the L1 term is in the loss: it shrinks the weights"
     assert outcome.history[-1]["phase"] == "pruned (no fine-tuning)"
 
@@ -193,7 +197,7 @@ def test_a_training_run_is_cached_and_a_corrupt_cache_file_is_redone(fresh_cache
     monkeypatch.setattr(type(method), "train", no_training)
     again = run_training_method(SMALL, method, None, settings, dense=dense)
     assert all(torch.equal(again.mask[name], first.mask[name]) for name in first.mask)
-    assert again.history == first.history and again.extras == first.extras
+    assert again.history == first.history and again.details == first.details and again.accuracy_before_finetune == first.accuracy_before_finetune
     assert [shot.step for shot in again.snapshots] == [shot.step for shot in first.snapshots]
     monkeypatch.undo()
     path.write_bytes(b"not a torch file")
@@ -206,20 +210,15 @@ def test_run_prune_rejects_a_target_for_emergent_methods_and_a_schedule_for_trai
         run_prune(SMALL, "dns", 0.9)
     with pytest.raises(BadInputError, match="needs a target"):
         run_prune(SMALL, "lomp", None)
-    from pruning.schedules import Schedule
-
     with pytest.raises(BadInputError, match="own schedule"):
-        run_prune(SMALL, "undecayed", 0.5, schedule=Schedule(finetune_epochs=1))
+        run_prune(SMALL, "undecayed", 0.5, schedule=OneShot(finetune_epochs=1))
 
 
 def test_a_sweep_runs_emergent_methods_once_per_seed_on_their_own_schedule():
-    from pruning.schedules import Schedule
-    from pruning.sweep import run_sweep
-
-    rows = run_sweep(SMALL, ["dns"], [0.5, 0.9], [0], overrides={"epochs": 1, "c_rate": 1.0},
-                     schedule=Schedule(finetune_epochs=1))
+    results = run_sweep(SMALL, ["dns"], [0.5, 0.9], [0], overrides={"epochs": 1, "c_rate": 1.0},
+                        schedule=OneShot(finetune_epochs=1))
     by_method = {}
-    for row in rows:
+    for row in map(sweep_row, results):
         by_method.setdefault(row["method"], []).append(row)
     assert len(by_method["dns"]) == 1 and by_method["dns"][0]["target_sparsity"] is None
     assert by_method["dns"][0]["schedule"] == "built-in" and by_method["dns"][0]["sparsity"] > 0.3

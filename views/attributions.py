@@ -7,26 +7,28 @@ import torch
 
 import ui
 from pruning.analysis.attribution import (
-    CHANNEL_METHODS,
-    DEFAULT_STEPS,
     INPUT_METHODS,
-    channel_attributions,
     class_reliance,
-    evaluation_copy,
     hidden_layers,
     input_attributions,
-    input_baseline,
     removed_channels,
     test_class_attributions,
 )
 from pruning.analysis.recall import flipped_predictions
-from pruning.plots import (
+from pruning.channel_attribution import (
+    CHANNEL_METHODS,
+    DEFAULT_STEPS,
+    channel_attributions,
+    evaluation_copy,
+    input_baseline,
+)
+from pruning.plots.attributions import (
     channel_attribution_figure,
     class_channel_figure,
     class_reliance_figure,
-    display_pixels,
     input_attribution_figure,
 )
+from pruning.plots.recall import display_pixels
 
 MAX_IMAGES = 6
 IMAGE_CHOICES = ("changed by pruning", "by class")

@@ -7,9 +7,10 @@ import streamlit as st
 
 import ui
 from pruning.errors import BadInputError
-from pruning.methods import get_method, method_names
-from pruning.plots import sweep_accuracy_figure
-from pruning.schedules import SCHEDULES, Schedule
+from pruning.registry import get_method, method_names
+from pruning.report import sweep_row
+from pruning.plots.compare import sweep_accuracy_figure
+from pruning.schedules import SCHEDULES, make_schedule
 from pruning.selection import check_sparsity
 from pruning.sweep import BASELINES, run_sweep
 
@@ -45,7 +46,8 @@ def run_with_progress(experiment, methods, sparsities, seeds, overrides, schedul
     total = len(methods) * len(sparsities) * len(seeds)
     with ui.progress_status(f"Running the sweep: {total} prunings", done=f"Sweep done: {total} prunings",
                             failed="The sweep stopped") as report:
-        return run_sweep(experiment, methods, sparsities, seeds, overrides, schedule, progress=report)
+        results = run_sweep(experiment, methods, sparsities, seeds, overrides, schedule, progress=report)
+    return [sweep_row(result) for result in results]
 
 
 def show_results(rows: list[dict], key) -> None:
@@ -119,7 +121,7 @@ with st.form("compare.form"):
         scope = ui.param_widget(SELECTION["scope"], key="compare.scope")
         block_size = ui.param_widget(SELECTION["block_size"], key="compare.block_size")
         kind = st.selectbox(
-            "Schedule", SCHEDULES, key="compare.schedule",
+            "Schedule", list(SCHEDULES), key="compare.schedule",
             help="oneshot: prune the trained model once; iterative: lottery-ticket rounds with rewinding; "
             "gradual: cubic sparsity ramp while training; gradflow: prune during the first epochs from initialisation. "
             "Anything but oneshot without fine-tuning trains for every point of the sweep.",
@@ -133,24 +135,29 @@ try:
 except BadInputError:
     pass
 
-results = st.session_state.setdefault("compare.results", {})
+def sweep_choices() -> tuple:
+    """The sweep the form asks for, as a key: (experiment, methods, sparsities, seeds, settings, schedule)."""
+    methods = list(dict.fromkeys([*BASELINES, *extra]))
+    seeds = [experiment.seed + offset for offset in range(int(seed_count))]
+    overrides = {"scope": scope, "granularity": granularity, "block_size": int(block_size)}
+    schedule = make_schedule(kind, {"finetune_epochs": int(finetune)})
+    return experiment, tuple(methods), tuple(parse_sparsities(sparsity_text)), tuple(seeds), tuple(overrides.items()), schedule
+
+
+def run_chosen() -> list[dict]:
+    ran_on, methods, sparsities, seeds, overrides, schedule = choices
+    return run_with_progress(ran_on, list(methods), list(sparsities), list(seeds), dict(overrides), schedule)
+
+
+choices = None
 if submitted:
     try:
-        sparsities = parse_sparsities(sparsity_text)
-        schedule = Schedule(kind=kind, finetune_epochs=int(finetune))
-        methods = list(dict.fromkeys([*BASELINES, *extra]))
-        seeds = [experiment.seed + offset for offset in range(int(seed_count))]
-        overrides = {"scope": scope, "granularity": granularity, "block_size": int(block_size)}
-        key = (experiment, tuple(methods), tuple(sparsities), tuple(seeds), tuple(overrides.items()), schedule)
-        if key not in results:
-            results[key] = run_with_progress(experiment, methods, sparsities, seeds, overrides, schedule)
-        st.session_state["compare.last"] = key
+        choices = sweep_choices()
     except ui.USER_ERRORS as error:
         st.error(str(error))
-
-last = st.session_state.get("compare.last")
-if last in results:
-    show_results(results[last], last)
+shown = ui.kept_run("compare.results", choices, run_chosen, clicked=choices is not None)
+if shown is not None:
+    show_results(*shown)
 elif not submitted:
     st.info("Choose the sweep above and press **Run sweep**. One-shot pruning without fine-tuning takes about a "
             "second per point on the small models; schedules that train take as long as training.")

@@ -6,7 +6,7 @@ import streamlit as st
 import ui
 from pruning.analysis.limit import LimitSettings, fundamental_limit, is_limit_cached
 from pruning.errors import BadInputError
-from pruning.plots import limit_accuracy_figure, limit_crossing_figure, spectral_density_figure
+from pruning.plots.limit import limit_accuracy_figure, limit_crossing_figure, spectral_density_figure
 
 experiment = ui.current_experiment()
 st.title("Limit")

@@ -4,20 +4,20 @@ import streamlit as st
 import torch
 
 import ui
-from pruning.methods import get_method, method_names
-from pruning.methods.training import mask_transitions
+from pruning.mask_diff import mask_overlap
+from pruning.registry import get_method, method_names
+from pruning.recording import mask_transitions
 from pruning.models import prunable_weight_names
 from pruning.pipeline import prune_model
-from pruning.plots import (
+from pruning.plots.masks import (
     kernel_grid_eligible,
     kernel_grid_figure,
-    layer_sparsity_figure,
     mask_change_figure,
     mask_heatmap_figure,
     mask_turnover_figure,
-    mask_overlap,
     overlap_figure,
 )
+from pruning.plots.prune import layer_sparsity_figure
 
 experiment = ui.current_experiment()
 st.title("Masks")

@@ -13,10 +13,10 @@ import torch
 import ui
 from pruning.errors import BadInputError
 from pruning.export import LAYERS_FILE, ONNX_FILE, PROGRAM_FILE, export_bytes, layers_csv
-from pruning.physical import COSTS_NOTE, real_costs
+from pruning.physical.costs import COSTS_NOTE, real_costs
 from pruning.pipeline import PruneResult, prune_model
-from pruning.plots import (
-    WARN_SPARSITY,
+from pruning.plots.palette import WARN_SPARSITY
+from pruning.plots.prune import (
     class_recall_figure,
     costs_figure,
     history_figure,
@@ -24,7 +24,8 @@ from pruning.plots import (
     schedule_preview_figure,
     training_curve_figure,
 )
-from pruning.schedules import Schedule, sparsity_curve
+from pruning.schedules import OneShot
+from pruning.train import steps_per_epoch
 
 experiment = ui.current_experiment()
 st.title("Prune")
@@ -153,9 +154,9 @@ def pruning_panel():
             settings = ui.method_settings(method)
             if method.trains:
                 st.caption(f"{method.name} prunes while it trains, on its own schedule.")
-                schedule = Schedule()
+                schedule = OneShot()
             else:
-                schedule = ui.schedule_controls(experiment)
+                schedule = ui.schedule_controls()
         except BadInputError as error:
             st.error(str(error))
             return
@@ -169,17 +170,15 @@ def pruning_panel():
             show_result(result, sparsity)
             return
         if not method.trains:
-            steps_per_epoch = -(-len(state.data.y_train) // experiment.train.batch_size)
-            st.plotly_chart(schedule_preview_figure(sparsity_curve(schedule, sparsity, experiment.train.epochs, steps_per_epoch)),
+            per_epoch = steps_per_epoch(state.data, experiment.train.batch_size)
+            st.plotly_chart(schedule_preview_figure(schedule.curve(sparsity, experiment.train.epochs, per_epoch)),
                             key="schedule_preview")
-        outcome = ui.pruning_run(experiment, method, sparsity, settings, schedule, key="run_schedule")
-        if outcome is not None:
-            finetuned = schedule.finetune_epochs or "accuracy_before_finetune" in outcome.result.extras
-            show_result(outcome.result, sparsity, outcome.accuracy_before_finetune if finetuned else None,
-                        run=(schedule,))
-            if outcome.result.extras:
+        result = ui.pruning_run(experiment, method, sparsity, settings, schedule, key="run_schedule")
+        if result is not None:
+            show_result(result, sparsity, result.accuracy_before_finetune, run=(schedule,))
+            if result.details is not None:
                 with st.expander("Run details"):
-                    st.json(outcome.result.extras)
+                    st.json(result.details.to_json())
 
 
 pruning_panel()

@@ -8,13 +8,14 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from pruning.analysis.recall import VERDICTS, alpha_by_level, flipped_predictions, intensification, level_sparsities, recall_run
-from pruning.methods import get_method, method_names
+from pruning.analysis.recall import VERDICTS, flipped_predictions, intensification
+from pruning.analysis.recall_runs import alpha_by_level, level_sparsities, recall_run
+from pruning.registry import get_method, method_names
 from pruning.methods.undecayed import levels_for
 from pruning.pipeline import prune_model
-from pruning.plots import (
+from pruning.plots.prune import class_recall_figure
+from pruning.plots.recall import (
     alpha_sparsity_figure,
-    class_recall_figure,
     confusion_change_figure,
     flipped_images_figure,
     recall_gap_figure,
@@ -184,18 +185,12 @@ def sweep_panel():
             f"({levels * experiment.train.epochs * len(methods)} epochs in all; runs of methods that train are cached on disk)"
             if iterative else "; nothing is trained")
     st.caption("Sparsities measured: " + ", ".join(f"{100 * s:.1f}%" for s in sparsities) + cost + ".")
-    results = st.session_state.setdefault("recall.sweeps", {})
     key = (experiment, tuple(methods), max_sparsity, level_fraction, iterative)
-    if st.button("Run sweep", type="primary", icon=":material/play_arrow:", key="recall.sweep_run", disabled=not methods):
-        try:
-            if key not in results:
-                results[key] = run_sweep_with_progress(list(methods), max_sparsity, level_fraction, iterative)
-            st.session_state["recall.sweep_last"] = key
-        except ui.USER_ERRORS as error:
-            st.error(str(error))
-    last = st.session_state.get("recall.sweep_last")
-    if last in results:
-        show_sweep(results[last], last)
+    clicked = st.button("Run sweep", type="primary", icon=":material/play_arrow:", key="recall.sweep_run", disabled=not methods)
+    shown = ui.kept_run("recall.sweeps", key, lambda: run_sweep_with_progress(list(methods), max_sparsity, level_fraction,
+                                                                              iterative), clicked)
+    if shown is not None:
+        show_sweep(*shown)
     else:
         st.info("Choose the methods and press **Run sweep**. The results are kept for this session.")
 

@@ -6,9 +6,8 @@ import threading
 import streamlit as st
 
 import ui
-from pruning.analysis.hessian import sharpness
-from pruning.analysis.landscape import fixed_batch, full_tensors, iterative_levels, level_barriers, line_path, plane
-from pruning.plots import level_barrier_figure, valley_line_figure, valley_plane_figure
+from pruning.analysis.valley import LossValley, level_barrier_rows, loss_valley
+from pruning.plots.valley import level_barrier_figure, valley_line_figure, valley_plane_figure
 
 experiment = ui.current_experiment()
 st.title("Loss valley")
@@ -29,28 +28,8 @@ def _valley_store() -> dict:
     return {"lock": threading.Lock(), "results": {}}
 
 
-def compute(result, grid: int, batch_size: int, restrict: bool, with_sharpness: bool, report) -> dict:
-    model, data = state.dense.model, state.data
-    dense = full_tensors(model)
-    train_batch = fixed_batch(data.x_train, data.y_train, batch_size, seed=experiment.seed)
-    test_batch = fixed_batch(data.x_test, data.y_test, batch_size, seed=experiment.seed)
-    stages = (0.0, 0.2, 0.85 if with_sharpness else 1.0)
-    line = line_path(model, dense, result.pruned_tensors, train_batch, test_batch, points=grid,
-                     progress=lambda f, m: report(stages[0] + f * (stages[1] - stages[0]), m))
-    surface = plane(model, dense, result.pruned_tensors, train_batch, points=grid, mask=result.mask if restrict else None,
-                    seed=experiment.seed, progress=lambda f, m: report(stages[1] + f * (stages[2] - stages[1]), f"plane: {m}"))
-    curvature = {}
-    if with_sharpness:
-        report(stages[2], "sharpness of the dense model")
-        curvature["dense"] = sharpness(model, *train_batch, parameters=None)
-        report((stages[2] + 1) / 2, "sharpness of the pruned model")
-        curvature["pruned"] = sharpness(model, *train_batch, parameters=result.pruned_tensors)
-    report(1.0, "done")
-    return {"line": line, "plane": surface, "sharpness": curvature}
-
-
-def show(valley: dict) -> None:
-    line, surface, curvature = valley["line"], valley["plane"], valley["sharpness"]
+def show(valley: LossValley) -> None:
+    line, surface, curvature = valley.line, valley.plane, valley.sharpness
     ends = line.a.index(0.0), line.a.index(1.0)
     cards = st.columns(4)
     cards[0].metric("Train loss, dense → pruned", f"{line.train_loss[ends[0]]:.3f} → {line.train_loss[ends[1]]:.3f}")
@@ -95,13 +74,10 @@ def levels_section(method, sparsity, settings: dict, batch_size: int) -> None:
     if key not in store["results"]:
         if not st.button(f"Run {rounds} rounds of iterative pruning", key="valley.levels"):
             return
-        data = state.data
         try:
             with ui.progress_status("Iterative pruning", done="Iterative pruning done") as report:
-                levels = iterative_levels(experiment, method.name, sparsity, settings, rounds=rounds, dense=state.dense.model,
-                                          progress=report)
-                rows = level_barriers(state.dense.model, levels,
-                                      fixed_batch(data.x_test, data.y_test, batch_size, seed=experiment.seed))
+                rows = level_barrier_rows(experiment, method.name, sparsity, settings, rounds, batch_size=batch_size,
+                                          dense=state.dense.model, progress=report)
         except ui.USER_ERRORS as error:
             st.error(str(error))
             return
@@ -122,7 +98,8 @@ def valley_results(result, method_choices: tuple, grid: int, batch_size: int, re
             return
         try:
             with ui.progress_status("Computing the loss valley", done="Loss valley computed") as report:
-                valley = compute(result, grid, batch_size, restrict, with_sharpness, report)
+                valley = loss_valley(result, state.data, experiment.seed, grid=grid, batch_size=batch_size,
+                                     restrict=restrict, with_sharpness=with_sharpness, progress=report)
         except ui.USER_ERRORS as error:
             st.error(str(error))
             return

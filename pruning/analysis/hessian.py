@@ -1,69 +1,29 @@
-"""Curvature by automatic differentiation: gradients, Hessian-vector products and the spectrum.
+"""The Hessian spectrum of a model's loss, from Hessian-vector products alone.
 
-The product functions work on *lists* of tensors (one per parameter), so the same code serves the
-pruning criteria (``H g`` for GraSP and gradient-norm preservation) and the spectral tools below,
-which see the Hessian of a model's loss as a matrix on one flat vector (``LossHessian``) and only
+The tools below see the Hessian of a model's loss as a matrix on one flat vector
+(``LossHessian``, built on the exact double-backprop products of ``pruning.autodiff``) and only
 ever ask for products ``H v``: the Hessian of a real network (10^5+ weights) is never formed.
 
 Spectral tools: the top eigenvalues (Lanczos), the trace (Hutchinson, Rademacher probes), the
 spectral density (stochastic Lanczos quadrature, SLQ) and the per-weight Hessian row norms, whose
-zeros mark exactly flat coordinates that a short Lanczos run cannot resolve.
+zeros mark exactly flat coordinates that a short Lanczos run cannot resolve. The trace estimator
+is Hutchinson's (Communications in Statistics - Simulation and Computation, 1990); SLQ follows
+Ubaru, Chen & Saad, Fast Estimation of tr(f(A)) via Stochastic Lanczos Quadrature, SIAM J. Matrix
+Anal. Appl. 2017, as Ghorbani, Krishnan & Xiao apply it to networks (An Investigation into Neural
+Net Optimization via Hessian Eigenvalue Density, ICML 2019).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from pruning.models import functional_forward
-
-
-def gradient(loss: Tensor, params: Sequence[Tensor], create_graph: bool = False) -> list[Tensor]:
-    """``dloss/dp`` for every tensor of ``params`` (zeros where ``loss`` does not depend on it).
-
-    Uses ``torch.autograd.grad``, so nothing is accumulated into ``.grad``. With
-    ``create_graph=True`` the result can be differentiated again (double backprop)."""
-    grads = torch.autograd.grad(loss, list(params), create_graph=create_graph, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
-
-
-def hvp_operator(loss_fn: Callable[[], Tensor], params: Sequence[Tensor]) -> Callable[[Sequence[Tensor]], list[Tensor]]:
-    """One forward pass and one differentiable backward pass, then ``v -> H v`` as often as needed.
-
-    ``loss_fn()`` computes the loss from ``params`` (leaf tensors with ``requires_grad``); ``H`` is
-    its Hessian with respect to ``params``. Each product is ``d/dp (g . stop_grad(v))`` with
-    ``g = dL/dp`` built with ``create_graph=True``; the graph is kept between products."""
-    params = list(params)
-    grads = gradient(loss_fn(), params, create_graph=True)
-    live = [i for i, g in enumerate(grads) if g.requires_grad]  # the others have zero Hessian rows
-
-    def product(vector: Sequence[Tensor]) -> list[Tensor]:
-        vector = list(vector)
-        if len(vector) != len(params):
-            raise ValueError(f"vector has {len(vector)} tensors, params {len(params)}")
-        if not live:
-            return [torch.zeros_like(p) for p in params]
-        dot = sum((grads[i] * vector[i].detach()).sum() for i in live)
-        result = torch.autograd.grad(dot, params, retain_graph=True, allow_unused=True)
-        return [torch.zeros_like(p) if h is None else h.detach() for h, p in zip(result, params)]
-
-    return product
-
-
-def hessian_vector_product(
-    loss_fn: Callable[[], Tensor], params: Sequence[Tensor], vector: Sequence[Tensor]
-) -> list[Tensor]:
-    """``H v`` by double backprop, ``H`` the Hessian of ``loss_fn()`` with respect to ``params``.
-
-    ``torch.autograd.grad`` of ``g . stop_grad(v)``, where ``g = dL/dp`` was taken with
-    ``create_graph=True``; exact (no finite differences), one Hessian row-block per tensor of
-    ``params``, shapes as ``params``. ``loss_fn`` takes no arguments and uses ``params``."""
-    return hvp_operator(loss_fn, params)(vector)
-
+from pruning.autodiff import eval_mode, functional_cross_entropy, hvp_operator
+from pruning.models import prunable_weight_names
 
 # --- The Hessian of a model's loss as an operator on flat vectors ---------------------------------
 
@@ -102,8 +62,6 @@ def loss_hessian(
     The loss runs through ``torch.func.functional_call`` on detached copies of the weights, in eval
     mode (dropout off, batch norm on running statistics: a fixed function whose Hessian is
     meaningful), and the model's mode is restored: the model itself is never modified."""
-    from pruning.models import prunable_weight_names
-
     names = list(names) if names is not None else prunable_weight_names(model)
     tensors = dict(model.named_parameters())
     tensors.update(model.named_buffers())
@@ -115,14 +73,10 @@ def loss_hessian(
     others = {name: tensor.detach() for name, tensor in tensors.items() if name not in names}
 
     def loss() -> Tensor:
-        return nn.functional.cross_entropy(functional_forward(model, {**others, **dict(zip(names, weights))}, (x,)), y)
+        return functional_cross_entropy(model, {**others, **dict(zip(names, weights))}, x, y)
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         product = hvp_operator(loss, weights)  # the forward pass happens here, once
-    finally:
-        model.train(was_training)
     return LossHessian(names, [w.shape for w in weights], product, weights[0].dtype if weights else torch.float32)
 
 
@@ -176,7 +130,10 @@ def lanczos(operator: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> 
             break
         betas.append(beta)
         basis[j + 1] = w / beta
-    as_tensor = lambda values: torch.stack(values) if values else torch.zeros(0, dtype=start.dtype)  # noqa: E731
+
+    def as_tensor(values: list[Tensor]) -> Tensor:
+        return torch.stack(values) if values else torch.zeros(0, dtype=start.dtype)
+
     return Tridiagonal(as_tensor(alphas), as_tensor(betas))
 
 

@@ -18,7 +18,6 @@ are buffers of the two models), so the two ends are exactly the dense and the pr
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -301,39 +300,6 @@ class Level:
     round: int
     sparsity: float
     tensors: dict[str, Tensor]
-
-
-def iterative_levels(experiment, method_name: str, sparsity: float, overrides: dict | None = None, rounds: int = 3,
-                     rewind_to: str = "init", rewind_epoch: int = 1, dense: nn.Module | None = None,
-                     progress: Progress | None = None) -> list[Level]:
-    """The weights at every level of ``pruning.schedules``'s iterative schedule (same rounds,
-    seeds and rewinding, so the last level is that schedule's result), which ``run_schedule``
-    does not keep: it returns only the final weights."""
-    from pruning.experiment import train_dense
-    from pruning.methods import PruneContext, get_method
-    from pruning.schedules import Schedule, _rewind_state, iterative_fraction
-
-    method = get_method(method_name)
-    if method.trains:
-        raise BadInputError(f"{method_name} prunes while it trains; iterative levels need a one-shot criterion")
-    settings = method.settings(overrides)
-    schedule = Schedule(kind="iterative", rounds=rounds, rewind_to=rewind_to, rewind_epoch=rewind_epoch)
-    data = experiment.load_data()
-    model = copy.deepcopy(dense if dense is not None else train_dense(experiment).model)
-    levels = [Level(0, 0.0, full_tensors(model))]
-    rewind = _rewind_state(experiment, data, schedule)
-    mask = None
-    for round_index in range(1, rounds + 1):
-        target = iterative_fraction(round_index, rounds, sparsity)
-        context = PruneContext(data=data, seed=experiment.seed, previous_mask=mask)
-        mask = method.prune(model, target, settings, context).mask
-        model.load_state_dict(rewind)
-        report = (lambda fraction, message, r=round_index: progress((r - 1 + fraction) / rounds, f"round {r}/{rounds}: {message}")
-                  if progress else None)
-        fit(model, data, experiment.train, seed=experiment.seed + round_index, mask=mask, progress=report)
-        levels.append(Level(round_index, mask.sparsity(), {name: t.clone() for name, t in full_tensors(model).items()}))
-    model.eval()
-    return levels
 
 
 def level_barriers(model: nn.Module, levels: list[Level], batch: tuple[Tensor, Tensor], points: int = 11,

@@ -1,5 +1,5 @@
 """The fundamental limit of pruning (Zhang et al., "How Sparse Can We Prune a Deep Network: A
-Fundamental Limit Perspective", 2024; METHODS.md section 6): predicted from the loss landscape at
+Fundamental Limit Perspective", NeurIPS 2024): predicted from the loss landscape at
 the L1-trained weights w*, and measured by one-shot magnitude pruning (LOMP, no fine-tuning).
 
 Prediction. Pruning a fraction p of the smallest weights moves w* by R(p) = ||w* - w^p||_2. Along
@@ -42,6 +42,7 @@ from pruning.analysis.hessian import loss_hessian, row_norms, spectral_quadratur
 from pruning.cache import load_json_entry, save_json_entry
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, variant_path
+from pruning.methods.lomp import l1_trained
 from pruning.models import prunable_weight_names
 from pruning.selection import mask_from_scores
 from pruning.train import Progress, evaluate
@@ -270,7 +271,6 @@ def fundamental_limit(
     """Predicted vs actual pruning limit of ``experiment``'s model trained with LOMP's L1 term.
 
     The L1-trained model is cached by the lomp method, the result here as JSON per settings."""
-    from pruning.methods.lomp import l1_trained
 
     settings = settings or LimitSettings()
     path = _cache_path(experiment, settings)

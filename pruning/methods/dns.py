@@ -16,17 +16,17 @@ sparsity (bench/RESULTS.md); set momentum to 0 for the plain update.
 
 from __future__ import annotations
 
-import copy
 import math
+from dataclasses import dataclass
 
 import torch
 
 from pruning.masks import Mask
-from pruning.methods import PruneOutcome, TrainingMethod
-from pruning.methods.training import RunRecorder
+from pruning.methods.base import Details, PruneOutcome, TrainingMethod
+from pruning.methods.loop import TrainingRun
 from pruning.models import prunable_weight_names
 from pruning.params import Param
-from pruning.train import TrainingHooks, steps_per_epoch, train_epochs
+from pruning.train import TrainingHooks, cosine_sgd
 
 
 def dns_thresholds(weight: torch.Tensor, c_rate: float) -> tuple[float, float]:
@@ -55,7 +55,16 @@ def straight_through(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return weight + (weight * keep - weight).detach()
 
 
+@dataclass(frozen=True)
+class DNSDetails(Details):
+    spliced_total: int  # pruned weights that came back over the run
+    pruned_total: int  # prunings over the run (a weight pruned twice counts twice)
+    mask_updates: int  # steps at which the surgery ran
+    thresholds: dict[str, list[float]]  # per layer: [a, b]
+
+
 class DNS(TrainingMethod):
+    details_type = DNSDetails
     name = "dns"
     target_sparsity = False
     description = (
@@ -88,27 +97,16 @@ class DNS(TrainingMethod):
     )
 
     def train(self, experiment, dense, sparsity, settings, progress=None) -> PruneOutcome:
-        data = experiment.load_data()
-        model = copy.deepcopy(dense)
-        parameters = dict(model.named_parameters())
+        run = TrainingRun(experiment, dense, settings["epochs"], progress=progress)
+        model, parameters = run.model, run.parameters
         names = prunable_weight_names(model, include_output=settings["prune_output_layer"])
         thresholds = {name: dns_thresholds(parameters[name], settings["c_rate"]) for name in names}
         mask = Mask.ones_like(model, names)
-        batch_size = experiment.train.batch_size
-        per_epoch = steps_per_epoch(data, batch_size)
-        total = settings["epochs"] * per_epoch
-        iter_stop = math.floor(settings["iter_stop_fraction"] * total)
-        optimizer = torch.optim.SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
-                                    weight_decay=settings["weight_decay"])
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total))
+        iter_stop = math.floor(settings["iter_stop_fraction"] * run.total_steps)
+        optimizer, scheduler = cosine_sgd(model.parameters(), settings["lr"], run.total_steps,
+                                          momentum=settings["momentum"], weight_decay=settings["weight_decay"])
         coin = torch.Generator().manual_seed(experiment.seed)
-        recorder = RunRecorder(data, total, per_epoch)
         totals = {"pruned": 0, "spliced": 0, "updates": 0}
-
-        def effective(detached: bool = False):
-            if detached:
-                return mask.masked_parameters(model)
-            return {name: straight_through(parameters[name], mask[name]) for name in names}
 
         def before_step(step):
             probability = (1 + settings["gamma"] * step) ** (-settings["power"])
@@ -118,15 +116,11 @@ class DNS(TrainingMethod):
                 totals["spliced"] += spliced
                 totals["updates"] += 1
 
-        def after_step(step):
-            if recorder.due(step + 1):
-                recorder.record(step + 1, mask, model, effective(detached=True), phase="surgery" if step < iter_stop else "frozen")
-
-        recorder.record(0, mask, model, phase="trained dense")
-        hooks = TrainingHooks(forward_parameters=effective, before_step=before_step, after_step=after_step)
-        train_epochs(model, data, settings["epochs"], batch_size, optimizer, seed=experiment.seed, scheduler=scheduler,
-                     hooks=hooks, progress=progress)
-        state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-        extras = {"spliced_total": totals["spliced"], "pruned_total": totals["pruned"], "mask_updates": totals["updates"],
-                  "thresholds": {name: list(pair) for name, pair in thresholds.items()}}
-        return PruneOutcome(mask, state, recorder.history, recorder.snapshots, extras)
+        run.record(0, mask, phase="trained dense")
+        hooks = TrainingHooks(forward_parameters=lambda: {name: straight_through(parameters[name], mask[name]) for name in names},
+                              before_step=before_step)
+        run.train(settings["epochs"], optimizer, hooks, scheduler=scheduler,
+                  snapshot=lambda done: (mask, None, "surgery" if done - 1 < iter_stop else "frozen"))
+        details = DNSDetails(spliced_total=totals["spliced"], pruned_total=totals["pruned"], mask_updates=totals["updates"],
+                             thresholds={name: list(pair) for name, pair in thresholds.items()})
+        return run.outcome(mask, details)

@@ -27,15 +27,16 @@ Our readings:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from pruning.masks import Mask
-from pruning.methods import PruneOutcome, TrainingMethod
-from pruning.methods.training import RunRecorder
+from pruning.methods.base import Details, PruneOutcome, TrainingMethod
+from pruning.methods.loop import TrainingRun
 from pruning.models import prunable_weight_names
 from pruning.params import Param
-from pruning.train import TrainingHooks, steps_per_epoch, train_epochs
+from pruning.train import TrainingHooks
 
 
 def threshold_increment(c: float, lr: float, mu: float, step: int) -> float:
@@ -124,6 +125,18 @@ def zero_groups(weight: torch.Tensor) -> int:
     return int((weight.detach().flatten(1) == 0).all(dim=1).sum())
 
 
+@dataclass(frozen=True)
+class GRDADetails(Details):
+    final_threshold: float  # Lambda_n at the last step
+    steps: int
+
+
+@dataclass(frozen=True)
+class SDprunDetails(GRDADetails):
+    groups: int  # neurons/filters of the thresholded layers
+    pruned_groups: int  # of those, removed whole
+
+
 def _shared_params(c_default: float) -> tuple[Param, ...]:
     return (
         Param("c", "float", c_default, "Threshold scale c in Lambda_n = c lr^(1/2+mu) n^mu; higher = sparser "
@@ -136,6 +149,7 @@ def _shared_params(c_default: float) -> tuple[Param, ...]:
 
 
 class GRDAMethod(TrainingMethod):
+    details_type = GRDADetails
     name = "grda"
     target_sparsity = False
     structured = False  # sDprun: group threshold, output layer left out
@@ -163,38 +177,29 @@ class GRDAMethod(TrainingMethod):
     params = _shared_params(0.01)
 
     def train(self, experiment, dense, sparsity, settings, progress=None) -> PruneOutcome:
-        data = experiment.load_data()
-        model = experiment.build_model(data)  # the paper trains from scratch: ``dense`` is not used
-        parameters = dict(model.named_parameters())
-        names = prunable_weight_names(model, include_output=not self.structured)
+        # the paper trains from scratch: ``dense`` is not used
+        run = TrainingRun(experiment, None, settings["epochs"], from_init=True, progress=progress)
+        parameters = run.parameters
+        names = prunable_weight_names(run.model, include_output=not self.structured)
         others = [tensor for name, tensor in parameters.items() if name not in names]
         optimizer = GRDA(
             [{"params": [parameters[name] for name in names], "c": settings["c"], "group_threshold": self.structured},
              {"params": others, "c": 0.0}],
             lr=settings["lr"], mu=settings["mu"],
         )
-        batch_size = experiment.train.batch_size
-        per_epoch = steps_per_epoch(data, batch_size)
-        total = settings["epochs"] * per_epoch
-        recorder = RunRecorder(data, total, per_epoch)
-
-        def after_step(step):
-            if recorder.due(step + 1):
-                recorder.record(step + 1, nonzero_mask(parameters, names), model, phase="training")
-
-        recorder.record(0, nonzero_mask(parameters, names), model, phase="initialisation")
-        train_epochs(model, data, settings["epochs"], batch_size, optimizer, seed=experiment.seed,
-                     hooks=TrainingHooks(after_step=after_step), progress=progress)
-        mask = nonzero_mask(parameters, names)
-        state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-        extras = {"final_threshold": optimizer.current_threshold(), "steps": total}
+        run.record(0, nonzero_mask(parameters, names), phase="initialisation")
+        run.train(settings["epochs"], optimizer, TrainingHooks(),
+                  snapshot=lambda done: (nonzero_mask(parameters, names), None, "training"))
+        details = GRDADetails(final_threshold=optimizer.current_threshold(), steps=run.total_steps)
         if self.structured:
-            extras["groups"] = sum(parameters[name].shape[0] for name in names)
-            extras["pruned_groups"] = sum(zero_groups(parameters[name]) for name in names)
-        return PruneOutcome(mask, state, recorder.history, recorder.snapshots, extras)
+            details = SDprunDetails(details.final_threshold, details.steps,
+                                    groups=sum(parameters[name].shape[0] for name in names),
+                                    pruned_groups=sum(zero_groups(parameters[name]) for name in names))
+        return run.outcome(nonzero_mask(parameters, names), details)
 
 
 class SDprunMethod(GRDAMethod):
+    details_type = SDprunDetails
     name = "sdprun"
     structured = True
     description = (

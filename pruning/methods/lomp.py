@@ -10,15 +10,17 @@ the prunable weights (biases and norm layers unregularised).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from pruning.experiment import DenseModel, Experiment, train_cached, variant_path
-from pruning.methods import PruneOutcome, TrainingMethod
-from pruning.methods.training import RunRecorder
+from pruning.methods.base import Details, PruneOutcome, TrainingMethod
+from pruning.recording import RunRecorder
 from pruning.models import prunable_weight_names
 from pruning.params import Param
 from pruning.selection import mask_from_scores
-from pruning.train import Progress, TrainingHooks, steps_per_epoch, train_epochs
+from pruning.train import Progress, TrainingHooks, cosine_sgd, steps_per_epoch, train_epochs
 
 
 def l1_penalty(model: torch.nn.Module, names: list[str], strength: float):
@@ -32,10 +34,8 @@ def l1_trained(experiment: Experiment, strength: float, progress: Progress | Non
 
     def train(model, data):
         config = experiment.train
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=0.0)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(1, config.epochs * steps_per_epoch(data, config.batch_size))
-        )
+        optimizer, scheduler = cosine_sgd(model.parameters(), config.lr, config.epochs * steps_per_epoch(data, config.batch_size),
+                                          momentum=config.momentum)
         hooks = TrainingHooks(penalty=l1_penalty(model, prunable_weight_names(model), strength))
         return train_epochs(model, data, config.epochs, config.batch_size, optimizer, seed=experiment.seed,
                             scheduler=scheduler, hooks=hooks, progress=progress)
@@ -43,7 +43,14 @@ def l1_trained(experiment: Experiment, strength: float, progress: Progress | Non
     return train_cached(experiment, variant_path(experiment, "l1", {"l1": strength}), train)
 
 
+@dataclass(frozen=True)
+class LOMPDetails(Details):
+    l1_norm: float  # ||w||_1 of the prunable weights of the L1-trained model
+    accuracy_unpruned: float | None  # the L1-trained model's test accuracy before pruning
+
+
 class LOMP(TrainingMethod):
+    details_type = LOMPDetails
     name = "lomp"
     description = (
         "LOMP (L1-regularised one-shot magnitude pruning), the recipe of the fundamental-limit paper: train "
@@ -68,12 +75,12 @@ class LOMP(TrainingMethod):
         mask = mask_from_scores({name: parameters[name].detach().abs() for name in names}, sparsity, scope="global")
         per_epoch = steps_per_epoch(data, experiment.train.batch_size)
         total = experiment.train.epochs * per_epoch
-        recorder = RunRecorder(data, total, per_epoch)
+        recorder = RunRecorder(data, per_epoch, total)
         history = [{"step": row["epoch"] * per_epoch, "epoch": row["epoch"], "sparsity": 0.0,
                     "accuracy": row["test_accuracy"], "phase": "L1 training"} for row in trained.history]
         recorder.record(total, mask, model, phase="pruned (no fine-tuning)")
         history.append(recorder.history[-1])
         state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
         l1_norm = sum(float(parameters[name].detach().abs().sum()) for name in names)
-        return PruneOutcome(mask, state, history, recorder.snapshots,
-                            {"l1_norm": l1_norm, "accuracy_unpruned": history[-2]["accuracy"] if len(history) > 1 else None})
+        details = LOMPDetails(l1_norm=l1_norm, accuracy_unpruned=history[-2]["accuracy"] if len(history) > 1 else None)
+        return PruneOutcome(mask, state, history, recorder.snapshots, details=details)

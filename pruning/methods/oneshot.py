@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from pruning.criteria import CRITERIA, Criterion
 from pruning.errors import BadInputError
-from pruning.methods import Method, PruneContext, PruneOutcome
+from pruning.methods.base import Method, PruneContext, PruneOutcome
 from pruning.models import prunable_weight_names
 from pruning.params import Param
 from pruning.selection import GRANULARITIES, SCOPES, mask_from_scores

@@ -38,17 +38,18 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from pruning.masks import Mask
-from pruning.methods import PruneOutcome, TrainingMethod
-from pruning.methods.training import RunRecorder
+from pruning.methods.base import Details, PruneOutcome, TrainingMethod
+from pruning.recording import RunRecorder
 from pruning.models import prunable_weight_names
 from pruning.params import Param
 from pruning.selection import expand_groups, group_scores
-from pruning.train import TrainingHooks, steps_per_epoch, train_epochs
+from pruning.train import TrainingHooks, cosine_decay, steps_per_epoch, train_epochs
 
 MOMENTUM = 0.9
 DENSE, SPARSIFICATION, SPARSE, FINE_TUNE = "dense", "sparsification", "sparse", "fine-tune"
@@ -81,7 +82,17 @@ def make_phase_optimizer(parameters: list[torch.Tensor], lr: float, weight_decay
     return torch.optim.SGD(parameters, lr=lr, momentum=MOMENTUM, weight_decay=weight_decay)
 
 
+@dataclass(frozen=True)
+class SeqAttnDetails(Details):
+    phases: int
+    skipped_layers: list[str]  # layers with fewer than min_blocks blocks, left dense
+    blocks: int  # blocks of the pruned layers
+    blocks_kept: int
+    max_abs_logit: float
+
+
 class SeqAttn(TrainingMethod):
+    details_type = SeqAttnDetails
     name = "seqattn"
     description = (
         "SequentialAttention++ block sparsification: each layer's kernel (as a 2-D matrix: in x out, conv "
@@ -148,7 +159,7 @@ class _Run:
         cycle = [(phase, settings["phase_epochs"]) for phase in (DENSE, SPARSIFICATION, SPARSE)]
         self.phases = cycle * settings["cycles"] + [(FINE_TUNE, settings["finetune_epochs"])]
         self.total_steps = sum(epochs for _, epochs in self.phases) * self.per_epoch
-        self.recorder = RunRecorder(data, self.total_steps, self.per_epoch)
+        self.recorder = RunRecorder(data, self.per_epoch, self.total_steps)
         self.steps_done = 0
 
     # -- effective weights -------------------------------------------------------------------
@@ -231,7 +242,7 @@ class _Run:
         optimizer = make_phase_optimizer(trainable, self.settings["lr"], self.settings["weight_decay"])
         scheduler = None
         if phase == FINE_TUNE:
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, phase_steps))
+            scheduler = cosine_decay(optimizer, phase_steps)
         self.record(phase)
 
         def after_step(step):
@@ -257,12 +268,12 @@ class _Run:
         state = {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
         for name in self.pruned:
             state[name] = state[name] * self.mask[name]
-        extras = {
-            "phases": len(self.phases),
-            "skipped_layers": list(self.skipped),
-            "blocks": sum(self.blocks[name] for name in self.pruned),
-            "blocks_kept": sum(int(self.keep[name].sum()) for name in self.pruned),
-            "max_abs_logit": logit_range,
-            "accuracy_before_finetune": accuracy_before_finetune,
-        }
-        return PruneOutcome(self.mask, state, self.recorder.history, self.recorder.snapshots, extras)
+        details = SeqAttnDetails(
+            phases=len(self.phases),
+            skipped_layers=list(self.skipped),
+            blocks=sum(self.blocks[name] for name in self.pruned),
+            blocks_kept=sum(int(self.keep[name].sum()) for name in self.pruned),
+            max_abs_logit=logit_range,
+        )
+        return PruneOutcome(self.mask, state, self.recorder.history, self.recorder.snapshots,
+                            accuracy_before_finetune=accuracy_before_finetune, details=details)

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from pruning.masks import Mask
-from pruning.methods import PruneOutcome, TrainingMethod
+from pruning.methods.base import Details, PruneOutcome, TrainingMethod
 from pruning.models import prunable_weight_names
 from pruning.params import Param
+from pruning.schedules import Iterative
 from pruning.selection import check_sparsity, mask_from_scores
 
 
@@ -48,7 +50,13 @@ def levels_for(sparsity: float, level_fraction: float) -> int:
     return max(1, math.ceil(math.log(1 - sparsity) / math.log(1 - level_fraction) - 1e-9))
 
 
+@dataclass(frozen=True)
+class UndecayedDetails(Details):
+    levels: int  # iterative pruning levels run to reach the target
+
+
 class Undecayed(TrainingMethod):
+    details_type = UndecayedDetails
     name = "undecayed"
     description = (
         "Undecayed pruning (UP): scores each weight by |-w g + lambda w^2|, g the cross-entropy gradient on one "
@@ -73,13 +81,10 @@ class Undecayed(TrainingMethod):
     )
 
     def train(self, experiment, dense, sparsity, settings, progress=None) -> PruneOutcome:
-        from pruning.schedules import Schedule, run_pruning_schedule  # schedules imports the method registry
-
         sparsity = check_sparsity(sparsity)
         data = experiment.load_data()
         levels = levels_for(sparsity, settings["level_fraction"])
-        schedule = Schedule(kind="iterative", rounds=levels, rewind_to=settings["rewind_to"],
-                            rewind_epoch=settings["rewind_epoch"])
+        schedule = Iterative(rounds=levels, rewind_to=settings["rewind_to"], rewind_epoch=settings["rewind_epoch"])
         calls = {"count": 0}
 
         def prune(model: nn.Module, target: float, previous: Mask | None = None) -> Mask:
@@ -89,5 +94,6 @@ class Undecayed(TrainingMethod):
                                       seed=experiment.seed + calls["count"])
             return mask_from_scores(scores, target, scope="global", previous=previous)
 
-        outcome = run_pruning_schedule(experiment, prune, sparsity, schedule, progress=progress, dense=dense)
-        return PruneOutcome(outcome.mask, outcome.state_dict, outcome.history, outcome.snapshots, {"levels": levels})
+        outcome = schedule.run(experiment, prune, sparsity, progress=progress, dense=dense)
+        outcome.details = UndecayedDetails(levels=levels)
+        return outcome

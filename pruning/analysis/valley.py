@@ -1,0 +1,97 @@
+"""The loss-valley workflow the CLI's ``landscape`` command and the Loss valley page share: the
+line from dense to pruned, the plane around it, the sharpness of both minima, and the barriers
+between the levels of iterative pruning (linear mode connectivity, Frankle et al., ICML 2020)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from pruning.analysis.hessian import sharpness
+from pruning.analysis.landscape import Level, LinePath, Plane, fixed_batch, full_tensors, level_barriers, line_path, plane
+from pruning.errors import BadInputError
+from pruning.experiment import Experiment, train_dense
+from pruning.pipeline import PruneResult, run_schedule
+from pruning.registry import get_method
+from pruning.schedules import Iterative
+from pruning.train import Progress
+
+
+@dataclass
+class LossValley:
+    line: LinePath
+    plane: Plane
+    sharpness: dict[str, dict[str, float]] = field(default_factory=dict)  # {"dense": {...}, "pruned": {...}}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"line": self.line.to_json(), "plane": self.plane.to_json(), "sharpness": self.sharpness}
+
+
+def stage(progress: Progress | None, start: float, end: float, prefix: str = "") -> Progress | None:
+    """``progress`` for one stage of a longer computation: its fractions mapped to [start, end]."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(start + fraction * (end - start), prefix + message)
+
+
+def loss_valley(result: PruneResult, data, seed: int, grid: int = 21, batch_size: int = 256, restrict: bool = False,
+                with_sharpness: bool = False, progress: Progress | None = None) -> LossValley:
+    """The valley of a result pruned on an experiment (``run_prune``): loss and accuracy along
+    dense -> pruned on fixed train and test batches, the plane of that line and a filter-normalised
+    random direction (restricted to the surviving weights with ``restrict``), and optionally the
+    sharpness (top Hessian eigenvalue, trace) at both ends."""
+    if grid < 2:
+        raise BadInputError(f"the grid needs at least 2 points per axis, got {grid}")
+    if batch_size < 1:
+        raise BadInputError(f"the evaluation batch needs at least 1 sample, got {batch_size}")
+    model, pruned = result.dense_model, result.pruned_tensors
+    dense = full_tensors(model)
+    train_batch = fixed_batch(data.x_train, data.y_train, batch_size, seed=seed)
+    test_batch = fixed_batch(data.x_test, data.y_test, batch_size, seed=seed)
+    ends = (0.0, 0.2, 0.85 if with_sharpness else 1.0)
+    line = line_path(model, dense, pruned, train_batch, test_batch, points=grid, progress=stage(progress, ends[0], ends[1]))
+    surface = plane(model, dense, pruned, train_batch, points=grid, mask=result.mask if restrict else None, seed=seed,
+                    progress=stage(progress, ends[1], ends[2], "plane: "))
+    valley = LossValley(line, surface)
+    if with_sharpness:
+        if progress:
+            progress(ends[2], "sharpness of the dense model")
+        valley.sharpness["dense"] = sharpness(model, *train_batch, parameters=None)
+        if progress:
+            progress((ends[2] + 1) / 2, "sharpness of the pruned model")
+        valley.sharpness["pruned"] = sharpness(model, *train_batch, parameters=pruned)
+    if progress:
+        progress(1.0, "done")
+    return valley
+
+
+def iterative_levels(experiment: Experiment, method_name: str, sparsity: float, overrides: dict | None = None,
+                     rounds: int = 3, rewind_to: str = "init", rewind_epoch: int = 1, dense: nn.Module | None = None,
+                     progress: Progress | None = None) -> list[Level]:
+    """The weights at every level of the iterative schedule (the schedule itself runs, so the
+    last level is its result); level 0 is the trained dense model."""
+    if get_method(method_name).trains:
+        raise BadInputError(f"{method_name} prunes while it trains; iterative levels need a one-shot criterion")
+    dense = dense if dense is not None else train_dense(experiment).model
+    levels = [Level(0, 0.0, full_tensors(dense))]
+
+    def keep_level(round_index: int, model: nn.Module, mask) -> None:
+        levels.append(Level(round_index, mask.sparsity(), {name: t.clone() for name, t in full_tensors(model).items()}))
+
+    schedule = Iterative(rounds=rounds, rewind_to=rewind_to, rewind_epoch=rewind_epoch)
+    run_schedule(experiment, method_name, sparsity, overrides, schedule, progress=progress, dense=dense, on_round=keep_level)
+    return levels
+
+
+def level_barrier_rows(experiment: Experiment, method_name: str, sparsity: float, overrides: dict | None, rounds: int,
+                       batch_size: int = 256, dense: nn.Module | None = None,
+                       progress: Progress | None = None) -> list[dict[str, float]]:
+    """The test error barrier between consecutive levels of ``rounds`` rounds of iterative pruning."""
+    if rounds < 1:
+        raise BadInputError(f"iterative levels need at least 1 round, got {rounds}")
+    dense = dense if dense is not None else train_dense(experiment).model
+    levels = iterative_levels(experiment, method_name, sparsity, overrides, rounds=rounds, dense=dense, progress=progress)
+    data = experiment.load_data()
+    return level_barriers(dense, levels, fixed_batch(data.x_test, data.y_test, batch_size, seed=experiment.seed))
