@@ -184,12 +184,12 @@ def param_widget(param: Param, key: str, **options):
                         horizontal=True, **options)
     if param.type == "bool":
         return st.toggle(label, value=param.default, key=key, help=param.help, **options)
-    wide = param.max is None or param.min is None or param.max - param.min > 100
+    unbounded = param.max is None or param.min is None
     if param.type == "int":
-        if wide:
+        if unbounded:
             return st.number_input(label, param.min, param.max, param.default, step=1, key=key, help=param.help, **options)
         return st.slider(label, int(param.min), int(param.max), int(param.default), key=key, help=param.help, **options)
-    if wide or (param.step is not None and param.step < 0.01):
+    if unbounded or (param.step is not None and param.step < 0.01):
         bounds = [None if bound is None else float(bound) for bound in (param.min, param.max)]
         return st.number_input(label, *bounds, float(param.default), step=param.step, format="%g", key=key,
                                help=param.help, **options)

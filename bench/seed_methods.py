@@ -24,9 +24,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pruning.experiment import Experiment  # noqa: E402
-from pruning.registry import get_method  # noqa: E402
 from pruning.methods.undecayed import levels_for  # noqa: E402
 from pruning.pipeline import run_prune  # noqa: E402
+from pruning.registry import get_method  # noqa: E402
 from pruning.report import result_json  # noqa: E402
 from pruning.schedules import Iterative, OneShot  # noqa: E402
 

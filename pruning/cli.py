@@ -273,7 +273,7 @@ def command_landscape(args) -> int:
     experiment = experiment_from_args(args)
     result = run_prune(experiment, args.method, args.sparsity, method_overrides(args),
                        progress=None if args.json else _progress_printer("training"))
-    valley = loss_valley(result, experiment.load_data(), experiment.seed, grid=args.grid, batch_size=args.batch_size_eval,
+    valley = loss_valley(result.dense_model, result, experiment.load_data(), experiment.seed, grid=args.grid, batch_size=args.batch_size_eval,
                          restrict=args.restrict, progress=None if args.json else _progress_printer("landscape"))
     report = {"method": args.method, "sparsity": result.stats.sparsity, **valley.to_json()}
     if args.levels:

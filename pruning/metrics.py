@@ -19,7 +19,6 @@ from torch import nn
 from pruning.masks import Mask
 from pruning.models import prunable_layers
 
-
 _FLOPS_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 

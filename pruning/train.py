@@ -266,13 +266,22 @@ def evaluate(
         model.train(was_training)
     loss = nn.functional.cross_entropy(logits, y).item()
     predictions = logits.argmax(1)
-    confusion = torch.bincount(y * num_classes + predictions, minlength=num_classes**2).view(num_classes, num_classes)
-    support = confusion.sum(1).clamp(min=1)
-    recall = (confusion.diag().double() / support).tolist()
+    confusion = confusion_matrix(y, predictions, num_classes)
     return Evaluation(
         accuracy=(predictions == y).double().mean().item(),
         loss=loss,
-        per_class_recall=recall,
+        per_class_recall=recall_per_class(confusion),
         confusion=confusion.numpy(),
         predictions=predictions,
     )
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts of (true class, predicted class) pairs: rows true, columns predicted."""
+    return torch.bincount(labels * num_classes + predictions, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def recall_per_class(confusion: torch.Tensor) -> list[float]:
+    """Recall of each class, correct predictions of it / its samples; 0 for a class without
+    samples (scikit-learn's ``zero_division=0``). The one per-class recall of the project."""
+    return (confusion.diag().double() / confusion.sum(1).clamp(min=1)).tolist()

@@ -14,9 +14,9 @@ from pruning.criteria import CRITERIA
 from pruning.data import Dataset, load_dataset
 from pruning.errors import BadInputError
 from pruning.methods.base import PruneContext
-from pruning.registry import get_method
 from pruning.models import build_model, prunable_weight_names
 from pruning.pipeline import prune_model
+from pruning.registry import get_method
 from tests.app_driver import figure_starting, metric, start
 
 ATTRIBUTION_CRITERIA = ("attr-gradxact", "attr-conductance", "attr-ablation")

@@ -1,7 +1,10 @@
 """``python -m pruning`` end to end, as a user runs it (subprocesses, real exit codes and streams).
 
-Starting Python + torch costs about 2 s of CPU per process, so every command of this module is
-launched once, concurrently, by the module fixture ``runs``; the tests then check the results.
+Starting Python + torch costs about 2 s of CPU per process, so every command that runs as a
+subprocess is launched once, concurrently, by the module fixture ``runs``; the tests then check
+the results. Bad input is checked in this process through ``pruning.cli.main`` (its return code and
+stderr), and once as a subprocess, to show that ``python -m pruning`` itself prints one line and
+exits with code 2.
 """
 
 import json
@@ -17,9 +20,10 @@ import pytest
 import torch
 
 from pruning.analysis.recall import intensification
+from pruning.cli import main
 from pruning.data import load_dataset
-from pruning.registry import METHODS
 from pruning.models import MODELS, build_model, prunable_weight_names
+from pruning.registry import METHODS
 from pruning.train import evaluate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,8 +69,7 @@ def launch(args, cache, timeout=240):
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    (root / "blocker").write_text("a file where a folder is expected")
-    return {"cache": root / "cache", "bad": root / "bad-caches", "out": root / "out", "blocker": root / "blocker"}
+    return {"cache": root / "cache", "bad": root / "bad-cache", "out": root / "out"}
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +82,7 @@ def runs(folders):
         "dns": ["prune", *FAST, "--method", "dns", "--set", "epochs=1", "--set", "c_rate=1", "--json"],
     }
     jobs = {name: (args, folders["cache"]) for name, args in good.items()}
-    # every bad-input run gets its own empty cache folder, to show it trained nothing
-    for name, (args, _) in {**BAD_INPUTS, **LATE_FAILURES}.items():
-        args = [arg.replace("{blocker}", str(folders["blocker"])) for arg in args]
-        jobs[name] = (args, folders["bad"] / name)
+    jobs["bad_input"] = (BAD_INPUTS["sparsity_one"][0], folders["bad"])  # its own empty cache: it trains nothing
     with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
         futures = {name: pool.submit(launch, args, cache) for name, (args, cache) in jobs.items()}
         return {name: future.result() for name, future in futures.items()}
@@ -232,31 +232,47 @@ def test_the_dense_model_is_cached_once_for_both_prune_runs(folders, runs):
 # --- bad input ---
 
 
-def check_one_line_error(completed, pattern):
-    assert completed.returncode == 2, (completed.returncode, completed.stderr[-2000:])
-    assert "Traceback" not in completed.stderr
-    lines = [line for line in completed.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, completed.stderr
-    assert completed.stderr.strip() == lines[0]
+def check_one_line_error(code, stdout, stderr, pattern):
+    assert code == 2, (code, stderr[-2000:])
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert stderr.strip() == lines[0]
     assert lines[0].startswith("error: ") and len(lines[0]) > len("error: ") + 5
-    assert completed.stdout == ""
+    assert stdout == ""
     assert re.search(pattern, lines[0]), lines[0]
 
 
+def run_in_process(capsys, args):
+    """``python -m pruning ARGS`` through ``pruning.cli.main`` in this process: (code, stdout, stderr)."""
+    try:
+        code = main(args)
+    except SystemExit as exit:
+        code = exit.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_python_m_pruning_itself_prints_one_line_and_exits_2(folders, runs):
+    completed = runs["bad_input"]
+    check_one_line_error(completed.returncode, completed.stdout, completed.stderr, BAD_INPUTS["sparsity_one"][1])
+    assert not any(path.is_file() for path in folders["bad"].rglob("*")), "trained (and cached) a model first"
+
+
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_one_line_on_stderr_and_exit_code_2_before_any_training(folders, runs, case):
-    completed = runs[case]
-    check_one_line_error(completed, BAD_INPUTS[case][1])
-    cache = folders["bad"] / case
-    assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*")), "trained (and cached) a model first"
+def test_bad_input_is_one_line_on_stderr_and_exit_code_2_before_any_training(fresh_cache, capsys, case):
+    args, pattern = BAD_INPUTS[case]
+    check_one_line_error(*run_in_process(capsys, args), pattern)
+    assert not any(path.is_file() for path in fresh_cache.rglob("*")), "trained (and cached) a model first"
 
 
-def test_a_seed_torch_cannot_take_is_a_one_line_error(runs):
-    check_one_line_error(runs["huge_seed"], LATE_FAILURES["huge_seed"][1])
-
-
-def test_an_unusable_out_folder_is_a_one_line_error(runs):
-    check_one_line_error(runs["out_is_not_a_folder"], LATE_FAILURES["out_is_not_a_folder"][1])
+@pytest.mark.parametrize("case", list(LATE_FAILURES))
+def test_input_that_would_fail_late_is_a_one_line_error_up_front(fresh_cache, tmp_path, capsys, case):
+    (tmp_path / "blocker").write_text("a file where a folder is expected")
+    args, pattern = LATE_FAILURES[case]
+    args = [arg.replace("{blocker}", str(tmp_path / "blocker")) for arg in args]
+    check_one_line_error(*run_in_process(capsys, args), pattern)
+    assert not any(path.is_file() for path in fresh_cache.rglob("*")), "trained (and cached) a model first"
 
 
 # --- real size and speed: physical removal, measured latency, exports ---

@@ -15,9 +15,9 @@ from pruning.data import Dataset, load_dataset
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment
 from pruning.methods.base import PruneContext
-from pruning.registry import get_method
 from pruning.models import build_model, prunable_weight_names
 from pruning.pipeline import prune_model
+from pruning.registry import get_method
 from pruning.train import TrainConfig, fit
 
 NEW_CRITERIA = ("snip", "biased-loss", "grasp", "grad-norm", "taylor", "synflow")

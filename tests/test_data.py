@@ -16,8 +16,8 @@ import torch
 
 from pruning.data import (
     DATASETS,
-    DataUnavailableError,
     Dataset,
+    DataUnavailableError,
     data_root,
     dataset_names,
     load_dataset,

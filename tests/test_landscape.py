@@ -11,6 +11,7 @@ from torch import nn
 from torch.func import functional_call
 
 from pruning.analysis import landscape
+from pruning.analysis.valley import iterative_levels
 from pruning.cli import main
 from pruning.experiment import Experiment, train_dense
 from pruning.masks import Mask
@@ -18,7 +19,6 @@ from pruning.pipeline import run_schedule
 from pruning.schedules import Iterative
 from pruning.train import TrainConfig, evaluate
 from tests.app_driver import start
-
 
 
 class TinyNet(nn.Module):
@@ -140,7 +140,7 @@ def test_error_barrier_formula():
 def test_iterative_levels_end_where_the_schedule_ends():
     experiment = Experiment(dataset="digits", model="mlp", train=TrainConfig(epochs=1))
     dense = train_dense(experiment).model
-    levels = landscape.iterative_levels(experiment, "magnitude", 0.75, rounds=2, dense=dense)
+    levels = iterative_levels(experiment, "magnitude", 0.75, rounds=2, dense=dense)
     assert [level.round for level in levels] == [0, 1, 2]
     assert levels[-1].sparsity == pytest.approx(0.75, abs=0.01)
     outcome = run_schedule(experiment, "magnitude", 0.75, None, Iterative(rounds=2), dense=dense)

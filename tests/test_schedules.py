@@ -5,8 +5,8 @@ from pruning.errors import BadInputError
 from pruning.experiment import Experiment, train_dense
 from pruning.pipeline import run_schedule
 from pruning.schedules import (
-    Gradual,
     GradFlow,
+    Gradual,
     Iterative,
     OneShot,
     gradflow_fraction,

@@ -7,7 +7,6 @@ from pruning.methods.base import PruneContext
 from pruning.models import build_model, prunable_weight_names
 from pruning.selection import kth_smallest, mask_from_scores
 
-
 # Masks against torch.nn.utils.prune (global_unstructured, l1_unstructured) and the sparsity
 # check are property tests in test_properties.py, over any layer shapes and sparsities.
 

@@ -7,6 +7,7 @@ import torch
 
 from pruning.experiment import Experiment, train_dense
 from pruning.methods import seqattn
+from pruning.methods.loop import TrainingRun
 from pruning.methods.seqattn import SeqAttn, block_attention, block_count, sparsification_fraction
 from pruning.selection import expand_groups, group_scores, mask_from_scores
 from pruning.train import TrainConfig, evaluate, steps_per_epoch
@@ -99,8 +100,7 @@ def test_sparsification_schedule_follows_the_exponential_formula():
 
 def test_blocks_with_the_lowest_attention_go_first_and_stay_pruned(dense):
     method = SeqAttn()
-    model = copy.deepcopy(dense)
-    state = seqattn._Run(model, TINY.load_data(), 0.75, method.settings({"block_size": 4}), 64, 0, None)
+    state = seqattn._Run(TrainingRun(TINY, dense, epochs=1), [], 0.75, method.settings({"block_size": 4}))
     generator = torch.Generator().manual_seed(1)
     for logits in state.logits.values():
         logits.data = torch.randn(logits.shape, generator=generator)
@@ -110,7 +110,7 @@ def test_blocks_with_the_lowest_attention_go_first_and_stay_pruned(dense):
         attention = block_attention(state.logits[name].detach(), state.settings["clip"])
         assert int((~keep).sum()) == round(0.5 * keep.numel())
         assert float(attention[~keep].max()) <= float(attention[keep].min())
-        assert torch.equal(state.mask[name], expand_groups(keep, model.get_parameter(name).shape, "block", 4))
+        assert torch.equal(state.mask[name], expand_groups(keep, state.model.get_parameter(name).shape, "block", 4))
     for logits in state.logits.values():  # new attention: earlier removals must not come back
         logits.data = torch.randn(logits.shape, generator=generator)
     state.sparsify_to(0.75)
@@ -126,10 +126,10 @@ def test_blocks_use_the_layout_of_block_magnitude_pruning_for_conv_and_linear():
     # With A proportional to each block's norm, SequentialAttention++ removes exactly the blocks
     # layerwise block-magnitude pruning removes: the same 2-D layout (conv: in*kh*kw x out).
     experiment = Experiment(dataset="digits", model="vgg-small")
-    data = experiment.load_data()
-    model = experiment.build_model(data)
     method = SeqAttn()
-    state = seqattn._Run(model, data, 0.7, method.settings({"block_size": 4, "clip": 0.0, "min_blocks": 1}), 64, 0, None)
+    run = TrainingRun(experiment, None, epochs=1, from_init=True)
+    state = seqattn._Run(run, [], 0.7, method.settings({"block_size": 4, "clip": 0.0, "min_blocks": 1}))
+    model = run.model
     weights = {name: model.get_parameter(name).detach() for name in state.names}
     for name, logits in state.logits.items():
         logits.data = group_scores(weights[name], "block", 4, "l2").log()

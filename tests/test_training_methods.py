@@ -9,17 +9,17 @@ from torch import nn
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, train_dense
 from pruning.masks import Mask
-from pruning.registry import get_method
 from pruning.methods.dns import dns_thresholds, straight_through, surgery_
 from pruning.methods.lomp import l1_penalty, l1_trained
 from pruning.methods.undecayed import levels_for, undecayed_scores
 from pruning.models import prunable_weight_names
 from pruning.pipeline import run_prune
+from pruning.registry import get_method
 from pruning.report import sweep_row
-from pruning.schedules import OneShot
-from pruning.sweep import run_sweep
 from pruning.run_cache import run_training_method, training_run_path
+from pruning.schedules import OneShot
 from pruning.selection import mask_from_scores
+from pruning.sweep import run_sweep
 from pruning.train import TrainConfig
 
 SMALL = Experiment(dataset="digits", model="mlp", train=TrainConfig(epochs=2))

@@ -7,9 +7,9 @@ import streamlit as st
 
 import ui
 from pruning.errors import BadInputError
+from pruning.plots.compare import sweep_accuracy_figure
 from pruning.registry import get_method, method_names
 from pruning.report import sweep_row
-from pruning.plots.compare import sweep_accuracy_figure
 from pruning.schedules import SCHEDULES, make_schedule
 from pruning.selection import check_sparsity
 from pruning.sweep import BASELINES, run_sweep

@@ -10,7 +10,6 @@ import streamlit as st
 import ui
 from pruning.analysis.recall import VERDICTS, flipped_predictions, intensification
 from pruning.analysis.recall_runs import alpha_by_level, level_sparsities, recall_run
-from pruning.registry import get_method, method_names
 from pruning.methods.undecayed import levels_for
 from pruning.pipeline import prune_model
 from pruning.plots.prune import class_recall_figure
@@ -20,6 +19,7 @@ from pruning.plots.recall import (
     flipped_images_figure,
     recall_gap_figure,
 )
+from pruning.registry import get_method, method_names
 
 FLIP_LIMIT = 24
 SWEEP_DEFAULT_METHODS = ("magnitude", "undecayed")

@@ -98,7 +98,7 @@ def valley_results(result, method_choices: tuple, grid: int, batch_size: int, re
             return
         try:
             with ui.progress_status("Computing the loss valley", done="Loss valley computed") as report:
-                valley = loss_valley(result, state.data, experiment.seed, grid=grid, batch_size=batch_size,
+                valley = loss_valley(state.dense.model, result, state.data, experiment.seed, grid=grid, batch_size=batch_size,
                                      restrict=restrict, with_sharpness=with_sharpness, progress=report)
         except ui.USER_ERRORS as error:
             st.error(str(error))

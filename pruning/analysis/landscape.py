@@ -28,7 +28,7 @@ from torch.func import vmap
 from pruning.errors import BadInputError
 from pruning.masks import Mask
 from pruning.models import functional_forward, prunable_weight_names
-from pruning.train import Progress, fit
+from pruning.train import Progress
 
 LINE_SPAN = (-0.5, 1.5)
 PLANE_SPAN = (-1.0, 1.0)  # along the random direction, in units of the filter-normalised direction

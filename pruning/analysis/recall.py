@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from pruning.errors import BadInputError
+from pruning.train import confusion_matrix, recall_per_class
 
 RESAMPLES = 2000
 LEVEL = 0.95
@@ -42,12 +41,10 @@ VERDICTS = {
 
 
 def class_recall(labels, predictions, num_classes: int) -> np.ndarray:
-    """Recall of every class: correct predictions of the class / its samples (0 for a class
-    without samples, as scikit-learn's ``zero_division=0``)."""
-    labels, predictions = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
-    support = np.bincount(labels, minlength=num_classes)
-    correct = np.bincount(labels[labels == predictions], minlength=num_classes)
-    return np.divide(correct, support, out=np.zeros(num_classes), where=support > 0)
+    """Recall of every class from labels and predictions (``pruning.train.recall_per_class``)."""
+    labels, predictions = (torch.as_tensor(np.asarray(t.cpu() if isinstance(t, torch.Tensor) else t), dtype=torch.int64)
+                           for t in (labels, predictions))
+    return np.array(recall_per_class(confusion_matrix(labels, predictions, num_classes)))
 
 
 def relative_gaps(recall, accuracy) -> np.ndarray:

@@ -10,7 +10,16 @@ from typing import Any
 from torch import nn
 
 from pruning.analysis.hessian import sharpness
-from pruning.analysis.landscape import Level, LinePath, Plane, fixed_batch, full_tensors, level_barriers, line_path, plane
+from pruning.analysis.landscape import (
+    Level,
+    LinePath,
+    Plane,
+    fixed_batch,
+    full_tensors,
+    level_barriers,
+    line_path,
+    plane,
+)
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, train_dense
 from pruning.pipeline import PruneResult, run_schedule
@@ -36,9 +45,9 @@ def stage(progress: Progress | None, start: float, end: float, prefix: str = "")
     return lambda fraction, message: progress(start + fraction * (end - start), prefix + message)
 
 
-def loss_valley(result: PruneResult, data, seed: int, grid: int = 21, batch_size: int = 256, restrict: bool = False,
-                with_sharpness: bool = False, progress: Progress | None = None) -> LossValley:
-    """The valley of a result pruned on an experiment (``run_prune``): loss and accuracy along
+def loss_valley(model: nn.Module, result: PruneResult, data, seed: int, grid: int = 21, batch_size: int = 256,
+                restrict: bool = False, with_sharpness: bool = False, progress: Progress | None = None) -> LossValley:
+    """The valley between the dense ``model`` and ``result`` pruned from it: loss and accuracy along
     dense -> pruned on fixed train and test batches, the plane of that line and a filter-normalised
     random direction (restricted to the surviving weights with ``restrict``), and optionally the
     sharpness (top Hessian eigenvalue, trace) at both ends."""
@@ -46,7 +55,7 @@ def loss_valley(result: PruneResult, data, seed: int, grid: int = 21, batch_size
         raise BadInputError(f"the grid needs at least 2 points per axis, got {grid}")
     if batch_size < 1:
         raise BadInputError(f"the evaluation batch needs at least 1 sample, got {batch_size}")
-    model, pruned = result.dense_model, result.pruned_tensors
+    pruned = result.pruned_tensors
     dense = full_tensors(model)
     train_batch = fixed_batch(data.x_train, data.y_train, batch_size, seed=seed)
     test_batch = fixed_batch(data.x_test, data.y_test, batch_size, seed=seed)

@@ -16,9 +16,9 @@ import torch
 
 from pruning.experiment import DenseModel, Experiment, train_cached, variant_path
 from pruning.methods.base import Details, PruneOutcome, TrainingMethod
-from pruning.recording import RunRecorder
 from pruning.models import prunable_weight_names
 from pruning.params import Param
+from pruning.recording import RunRecorder
 from pruning.selection import mask_from_scores
 from pruning.train import Progress, TrainingHooks, cosine_sgd, steps_per_epoch, train_epochs
 

@@ -36,20 +36,18 @@ returned are the effective ones, so the plain model evaluated on them gives the 
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from pruning.masks import Mask
 from pruning.methods.base import Details, PruneOutcome, TrainingMethod
-from pruning.recording import RunRecorder
+from pruning.methods.loop import TrainingRun
 from pruning.models import prunable_weight_names
 from pruning.params import Param
 from pruning.selection import expand_groups, group_scores
-from pruning.train import TrainingHooks, cosine_decay, steps_per_epoch, train_epochs
+from pruning.train import TrainingHooks, cosine_decay
 
 MOMENTUM = 0.9
 DENSE, SPARSIFICATION, SPARSE, FINE_TUNE = "dense", "sparsification", "sparse", "fine-tune"
@@ -133,20 +131,22 @@ class SeqAttn(TrainingMethod):
     )
 
     def train(self, experiment, dense, sparsity, settings, progress=None) -> PruneOutcome:
-        data = experiment.load_data()
-        model = copy.deepcopy(dense) if settings["start_from"] == "trained" else experiment.build_model(data)
-        run = _Run(model, data, sparsity, settings, experiment.train.batch_size, experiment.seed, progress)
-        return run.execute()
+        cycle = [(phase, settings["phase_epochs"]) for phase in (DENSE, SPARSIFICATION, SPARSE)]
+        phases = cycle * settings["cycles"] + [(FINE_TUNE, settings["finetune_epochs"])]
+        run = TrainingRun(experiment, dense, sum(epochs for _, epochs in phases),
+                          from_init=settings["start_from"] == "init", progress=progress)
+        return _Run(run, phases, sparsity, settings).execute()
 
 
 class _Run:
     """The state of one run: weights, logits, per-block keep vectors, and the step count."""
 
-    def __init__(self, model: nn.Module, data, sparsity: float, settings: dict, batch_size: int, seed: int, progress):
-        self.model, self.data, self.sparsity, self.settings = model, data, sparsity, settings
-        self.batch_size, self.seed, self.progress = batch_size, seed, progress
+    def __init__(self, run: TrainingRun, phases: list[tuple[str, int]], sparsity: float, settings: dict):
+        self.run, self.phases, self.sparsity, self.settings = run, phases, sparsity, settings
+        self.model, self.progress, self.total_steps = run.model, run.progress, run.total_steps
         self.block_size = settings["block_size"]
-        self.parameters = dict(model.named_parameters())
+        self.parameters = run.parameters
+        model = run.model
         self.names = prunable_weight_names(model, include_output=settings["prune_output_layer"])
         self.blocks = {name: block_count(self.parameters[name].shape, self.block_size) for name in self.names}
         self.skipped = [name for name in self.names if self.blocks[name] < settings["min_blocks"]]
@@ -155,11 +155,6 @@ class _Run:
         self.keep = {name: torch.ones(self.blocks[name], dtype=torch.bool) for name in self.pruned}
         self.mask = Mask.ones_like(model, self.names)
         self.attention_folded = False
-        self.per_epoch = steps_per_epoch(data, batch_size)
-        cycle = [(phase, settings["phase_epochs"]) for phase in (DENSE, SPARSIFICATION, SPARSE)]
-        self.phases = cycle * settings["cycles"] + [(FINE_TUNE, settings["finetune_epochs"])]
-        self.total_steps = sum(epochs for _, epochs in self.phases) * self.per_epoch
-        self.recorder = RunRecorder(data, self.per_epoch, self.total_steps)
         self.steps_done = 0
 
     # -- effective weights -------------------------------------------------------------------
@@ -215,7 +210,7 @@ class _Run:
     # -- the run -------------------------------------------------------------------------------
 
     def record(self, phase: str) -> None:
-        self.recorder.record(self.steps_done, self.mask, self.model, self.effective_tensors(), phase=phase)
+        self.run.record(self.steps_done, self.mask, self.effective_tensors(), phase=phase)
 
     def phase_progress(self, phase: str, index: int, phase_steps: int):
         if self.progress is None:
@@ -229,7 +224,7 @@ class _Run:
         return report
 
     def run_phase(self, index: int, phase: str, epochs: int) -> None:
-        phase_steps = epochs * self.per_epoch
+        phase_steps = epochs * self.run.per_epoch
         offset = self.steps_done
         if phase == DENSE:
             self.set_dense()
@@ -249,12 +244,11 @@ class _Run:
             self.steps_done = offset + step + 1
             if phase == SPARSIFICATION:
                 self.sparsify_to(sparsification_fraction((step + 1) / phase_steps, self.sparsity))
-            if self.recorder.due(self.steps_done):
-                self.record(phase)
 
         hooks = TrainingHooks(forward_parameters=self.effective, after_step=after_step)
-        train_epochs(self.model, self.data, epochs, self.batch_size, optimizer, seed=self.seed + index,
-                     scheduler=scheduler, hooks=hooks, progress=self.phase_progress(phase, index, phase_steps))
+        self.run.train(epochs, optimizer, hooks, snapshot=lambda done: (self.mask, self.effective_tensors(), phase),
+                       scheduler=scheduler, seed_offset=index, step_offset=offset,
+                       progress=self.phase_progress(phase, index, phase_steps))
         self.steps_done = offset + phase_steps
         self.record(phase)
 
@@ -262,7 +256,7 @@ class _Run:
         accuracy_before_finetune = None
         for index, (phase, epochs) in enumerate(self.phases, start=1):
             if phase == FINE_TUNE:
-                accuracy_before_finetune = self.recorder.history[-1]["accuracy"]
+                accuracy_before_finetune = self.run.recorder.history[-1]["accuracy"]
             self.run_phase(index, phase, epochs)
         logit_range = max((float(logits.detach().abs().max()) for logits in self.logits.values()), default=0.0)
         state = {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
@@ -275,5 +269,4 @@ class _Run:
             blocks_kept=sum(int(self.keep[name].sum()) for name in self.pruned),
             max_abs_logit=logit_range,
         )
-        return PruneOutcome(self.mask, state, self.recorder.history, self.recorder.snapshots,
-                            accuracy_before_finetune=accuracy_before_finetune, details=details)
+        return self.run.outcome(self.mask, details, state_dict=state, accuracy_before_finetune=accuracy_before_finetune)
