@@ -184,16 +184,17 @@ def param_widget(param: Param, key: str, **options):
                         horizontal=True, **options)
     if param.type == "bool":
         return st.toggle(label, value=param.default, key=key, help=param.help, **options)
-    unbounded = param.max is None or param.min is None
+    low, high = param.ui_range or (param.min, param.max)
+    unbounded = low is None or high is None
     if param.type == "int":
         if unbounded:
             return st.number_input(label, param.min, param.max, param.default, step=1, key=key, help=param.help, **options)
-        return st.slider(label, int(param.min), int(param.max), int(param.default), key=key, help=param.help, **options)
+        return st.slider(label, int(low), int(high), int(param.default), key=key, help=param.help, **options)
     if unbounded or (param.step is not None and param.step < 0.01):
         bounds = [None if bound is None else float(bound) for bound in (param.min, param.max)]
         return st.number_input(label, *bounds, float(param.default), step=param.step, format="%g", key=key,
                                help=param.help, **options)
-    return st.slider(label, float(param.min), float(param.max), float(param.default), step=param.step, key=key,
+    return st.slider(label, float(low), float(high), float(param.default), step=param.step, key=key,
                      help=param.help, **options)
 
 

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     valley.add_argument("--restrict", action="store_true", help="random direction among the surviving weights only")
     valley.add_argument("--levels", type=int, default=0, metavar="N",
                         help="also the error barrier between consecutive levels of N rounds of iterative pruning")
-    valley.add_argument("--json", action="store_true", help="print one JSON object {line, plane}")
+    valley.add_argument("--json", action="store_true", help="print one JSON object {line, plane[, level_barriers]}")
 
     limit = commands.add_parser("limit", help="predicted (Hessian spectrum) vs actual limit of L1-trained one-shot pruning")
     add_experiment_options(limit, weights=False)  # LOMP trains its own L1 model from initialisation
@@ -115,7 +115,7 @@ def add_pruning_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="a method setting (repeatable)")
     parser.add_argument("--schedule", choices=SCHEDULES, default="oneshot", help="when sparsity grows")
     for param in schedule_params().values():
-        kinds = [kind for kind, schedule in SCHEDULES.items() if param in schedule.all_params()]
+        kinds = [kind for kind, schedule in SCHEDULES.items() if param.name in {own.name for own in schedule.all_params()}]
         add_param_flag(parser, param, f" ({'every schedule' if len(kinds) == len(SCHEDULES) else ', '.join(kinds)})")
 
 
@@ -227,8 +227,8 @@ def command_prune(args) -> int:
             f"\n{report['method']} at sparsity {report['sparsity']:.4f}: accuracy {report['dense']['accuracy']:.4f} -> "
             f"{report['pruned']['accuracy']:.4f}, compression {report['compression']:.2f}x, "
             f"theoretical speedup {report['theoretical_speedup']:.2f}x ({report['seconds']:.1f} s)"
-            + "".join(f", {key.replace('_', ' ')} {value}" for key, value in report["details"].items()
-                      if isinstance(value, (int, float)))
+            + "".join(f", {key.replace('_', ' ')} {value:g}" for key, value in report["details"].items()
+                      if isinstance(value, (int, float)) and not isinstance(value, bool))
         )
         latency = ", ".join(f"{kind} {ms['64']:.1f} ms" for kind, ms in report["latency_ms"].items() if ms)
         print(f"measured latency at batch 64 ({costs.threads} thread): {latency}. {report['physical_note']}")

@@ -1,11 +1,14 @@
 """Arithmetic on keep-masks that the Masks page shows: the 2-D view a layer's mask is drawn in,
-what changed between two snapshots of a run, and how much two methods' masks agree. No plotting
+what changed between two snapshots of a run (per weight and in counts), and how much two methods'
+masks agree. No plotting
 here (``pruning.plots.masks`` draws these)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from pruning.masks import Mask
 
 CHANGE_CODES = {"pruned": 0, "kept": 1, "newly pruned": 2, "spliced back": 3}
 
@@ -44,3 +47,19 @@ def mask_overlap(mask_a: dict, mask_b: dict, names: list[str] | None = None) -> 
         inter_total += inter
         union_total += union
     return per_layer, (inter_total / union_total if union_total else 1.0)
+
+
+def mask_transitions(previous: Mask | None, current: Mask) -> dict[str, int]:
+    """Weights kept and pruned in ``current``; of those, how many were pruned since
+    ``previous`` (kept then, pruned now) and how many were spliced back (pruned then, kept now)."""
+    kept = sum(int(torch.count_nonzero(entry)) for entry in current.values())
+    counts = {"kept": kept, "pruned": current.num_weights - kept, "newly_pruned": 0, "spliced_back": 0}
+    if previous is not None:
+        for name, entry in current.items():
+            counts["newly_pruned"] += int(torch.count_nonzero(previous[name] & ~entry))
+            counts["spliced_back"] += int(torch.count_nonzero(~previous[name] & entry))
+    return counts
+
+
+def same_mask(first: Mask, second: Mask) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[name], second[name]) for name in first)

@@ -25,6 +25,7 @@ class Param:
     step: float | None = None  # widget resolution; small steps (learning rates, lambdas) get a number box
     label: str = ""  # the widget's label (default: the name)
     only_if: tuple[str, str] | None = None  # (other setting, value): the setting matters only then (widget hidden otherwise)
+    ui_range: tuple[float, float] | None = None  # a widget's range narrower than the valid one (min, max)
 
     @property
     def flag(self) -> str:
@@ -59,6 +60,8 @@ class Param:
                 raise BadInputError(f"{self.name} must be a whole number; got {raw!r}")
             number = int(number)
         if (self.min is not None and number < self.min) or (self.max is not None and number > self.max):
+            if self.max is None:
+                raise BadInputError(f"{self.name} must be at least {self.min}; got {raw!r}")
             raise BadInputError(f"{self.name} must be in [{self.min}, {self.max}]; got {raw!r}")
         return number
 
@@ -67,7 +70,7 @@ class Param:
         entry = asdict(self)
         if not self.choices:
             entry.pop("choices")
-        for key in ("step", "only_if"):
+        for key in ("step", "only_if", "ui_range"):
             if entry[key] is None:
                 entry.pop(key)
         if not self.label:
@@ -86,4 +89,8 @@ def resolve_settings(params: tuple[Param, ...], overrides: dict[str, Any] | None
     settings = {param.name: param.default for param in params}
     for key, raw in (overrides or {}).items():
         settings[key] = by_name[key].parse(raw)
+    for param in params:  # a setting that does not apply to the other choices must keep its default
+        if not param.applies(settings) and settings[param.name] != param.default:
+            other, value = param.only_if
+            raise BadInputError(f"{param.name} applies only with {other} = {value} ({owner} has {other} = {settings[other]})")
     return settings

@@ -58,8 +58,11 @@ class PruneResult:
         return self.pruned.accuracy
 
     def pruned_state_dict(self, model: nn.Module | None = None) -> dict[str, torch.Tensor]:
-        """A plain state_dict (keys as ``model.state_dict()``, default the dense model) of the pruned model."""
+        """A plain state_dict (keys as ``model.state_dict()``, default the dense model of
+        ``run_prune``) of the pruned model."""
         model = model if model is not None else self.dense_model
+        if model is None:
+            raise ValueError("pruned_state_dict needs the dense model: pass it, or prune with run_prune")
         return {name: self.pruned_tensors.get(name, tensor).detach().clone() for name, tensor in model.state_dict().items()}
 
     def without_tensors(self) -> PruneResult:
@@ -117,7 +120,8 @@ def run_prune(
 ) -> PruneResult:
     """Train (or load the cached) dense model of ``experiment``, prune it on ``schedule``
     (default: one-shot after training), or with a method that trains on its own schedule, and
-    evaluate both. ``sparsity`` is None for methods whose sparsity emerges from their settings."""
+    evaluate both. ``sparsity`` is None for methods whose sparsity emerges from their settings.
+    The result's ``accuracy_before_finetune`` is None unless something was fine-tuned."""
     started = time.perf_counter()
     schedule = schedule or OneShot()
     method = get_method(method_name)
@@ -125,6 +129,7 @@ def run_prune(
     sparsity = check_method_options(method, sparsity, schedule)
     dense = train_dense(experiment, progress=progress)
     data = experiment.load_data()
+    dense_evaluation = evaluate(dense.model, data.x_test, data.y_test, data.num_classes)
     if method.trains:
         outcome = run_training_method(experiment, method, sparsity, settings, progress=progress, dense=dense.model)
     elif schedule.is_live:
@@ -133,7 +138,7 @@ def run_prune(
         outcome = run_schedule(experiment, method_name, sparsity, overrides, schedule, progress=progress, dense=dense.model)
     result = measure(dense.model, data, method_name, settings, sparsity, outcome, started)
     return replace(result, experiment=experiment, schedule=None if method.trains else schedule,
-                   dense=evaluate(dense.model, data.x_test, data.y_test, data.num_classes), dense_model=dense.model,
+                   dense=dense_evaluation, dense_model=dense.model,
                    seconds=time.perf_counter() - started)
 
 

@@ -3,30 +3,14 @@ the Prune page draws, for schedules and methods that train alike (one recorder f
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from pruning.mask_diff import mask_transitions, same_mask
 from pruning.masks import Mask
 from pruning.methods.base import Snapshot
 from pruning.train import evaluate
 
 SNAPSHOTS = 24  # snapshots kept per run of a method that trains (plus the start and the end)
-
-
-def mask_transitions(previous: Mask | None, current: Mask) -> dict[str, int]:
-    """Weights kept and pruned in ``current``; of those, how many were pruned since
-    ``previous`` (kept then, pruned now) and how many were spliced back (pruned then, kept now)."""
-    kept = sum(int(torch.count_nonzero(entry)) for entry in current.values())
-    counts = {"kept": kept, "pruned": current.num_weights - kept, "newly_pruned": 0, "spliced_back": 0}
-    if previous is not None:
-        for name, entry in current.items():
-            counts["newly_pruned"] += int(torch.count_nonzero(previous[name] & ~entry))
-            counts["spliced_back"] += int(torch.count_nonzero(~previous[name] & entry))
-    return counts
-
-
-def same_mask(first: Mask, second: Mask) -> bool:
-    return first.keys() == second.keys() and all(torch.equal(first[name], second[name]) for name in first)
 
 
 class RunRecorder:

@@ -16,6 +16,8 @@ SWEEP_FIELDS = (
 
 def result_json(result: PruneResult) -> dict:
     """The full report of a result pruned on an experiment (``run_prune``)."""
+    if result.experiment is None or result.dense is None:
+        raise ValueError("a report needs the experiment and the dense evaluation: prune with run_prune")
     experiment, stats, schedule = result.experiment, result.stats, result.schedule
     return {
         "dataset": experiment.dataset,

@@ -44,6 +44,9 @@ def run_training_method(
     if dense is None:
         dense = train_dense(experiment, progress=progress).model
     outcome = method.train(experiment, dense, sparsity, settings, progress=progress)
+    if outcome.details is not None and type(outcome.details) is not method.details_type:
+        raise TypeError(f"{method.name} returned {type(outcome.details).__name__} details but declares details_type "
+                        f"{getattr(method.details_type, '__name__', None)}: a cached run could not be read back")
     if use_cache:
         save_entry(
             {

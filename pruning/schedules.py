@@ -26,11 +26,13 @@ from pruning.methods.base import PruneOutcome
 from pruning.params import Param, resolve_settings
 from pruning.recording import RunRecorder
 from pruning.selection import check_sparsity
-from pruning.train import Progress, fit, steps_per_epoch
+from pruning.train import Progress, fit, progress_stage, steps_per_epoch
 
 GRADUAL_RAMP = 0.75
 FINETUNE = Param("finetune_epochs", "int", 0, "Epochs of training with the mask enforced after pruning, at a tenth of "
-                 "the dense learning rate.", min=0, max=100, label="Fine-tuning epochs (mask enforced)")
+                 "the dense learning rate.", min=0, ui_range=(0, 20), label="Fine-tuning epochs (mask enforced)")
+ROUNDS = Param("rounds", "int", 3, "Pruning rounds (iterative: each removes the same fraction of what remains; gradflow: "
+               "each after one epoch of training).", min=1, ui_range=(1, 10), label="Rounds")
 
 PruneFunction = Callable[..., Mask]  # (model, target sparsity, previous mask=None) -> mask
 RoundCallback = Callable[[int, nn.Module, Mask], None]  # (round, model after its training, mask)
@@ -75,14 +77,19 @@ class Schedule:
     from_trained = True  # the run starts from the trained dense model (else from initialisation)
 
     def __init__(self, **overrides: Any):
-        self.settings = resolve_settings(self.all_params(), overrides, owner=f"the {self.kind} schedule")
+        settings = resolve_settings(self.all_params(), overrides, owner=f"the {self.kind} schedule")
+        self._items = tuple(settings.items())  # read-only: a schedule is a hashable choice
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self._items)
 
     @classmethod
     def all_params(cls) -> tuple[Param, ...]:
         return cls.params + (FINETUNE,)
 
     def __getattr__(self, name: str) -> Any:
-        settings = self.__dict__.get("settings", {})
+        settings = dict(self.__dict__.get("_items", ()))
         if name in settings:
             return settings[name]
         raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
@@ -91,7 +98,7 @@ class Schedule:
         return isinstance(other, Schedule) and (self.kind, self.settings) == (other.kind, other.settings)
 
     def __hash__(self) -> int:
-        return hash((self.kind, tuple(sorted(self.settings.items()))))
+        return hash((self.kind, self._items))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{key}={value!r}' for key, value in self.settings.items())})"
@@ -127,8 +134,8 @@ class Schedule:
         per_epoch = steps_per_epoch(data, experiment.train.batch_size)
         recorder = RunRecorder(data, per_epoch, changes_only=True)
 
-        def report(stage):
-            return (lambda fraction, message: progress(fraction, f"{stage}: {message}")) if progress else None
+        def report(stage, start=0.0, end=1.0):
+            return progress_stage(progress, start, end, f"{stage}: ")
 
         if self.from_trained:
             if dense is None:
@@ -171,7 +178,8 @@ class OneShot(Schedule):
         Param("prune_at", "choice", "after", "after: prune the trained model; init: prune at initialisation, then "
               "train; early: prune after early_epochs, then keep training.", choices=("after", "init", "early"),
               label="Prune"),
-        Param("early_epochs", "int", 1, "With prune_at = early: epochs of training before pruning.", min=1, max=30,
+        Param("early_epochs", "int", 1, "With prune_at = early: epochs of training before pruning (fewer than the "
+              "experiment's training epochs).", min=1, ui_range=(1, 20),
               label="Epochs before pruning", only_if=("prune_at", "early")),
     )
 
@@ -191,6 +199,9 @@ class OneShot(Schedule):
 
     def prune_and_train(self, experiment, data, model, prune, sparsity, record, report, on_round):
         config, early = experiment.train, self.prune_at == "early"
+        if early and self.early_epochs >= config.epochs:
+            raise BadInputError(f"pruning early after {self.early_epochs} epochs needs more training epochs than that "
+                                f"(the experiment trains {config.epochs})")
         if early:
             fit(model, data, config, seed=experiment.seed, stop_after_epochs=self.early_epochs, progress=report("early training"))
             record(None, self.early_epochs)
@@ -216,11 +227,10 @@ class Iterative(Schedule):
     reference = ("Frankle & Carbin, The Lottery Ticket Hypothesis, ICLR 2019; Frankle et al., Linear Mode "
                  "Connectivity and the Lottery Ticket Hypothesis, ICML 2020 (rewinding).")
     params = (
-        Param("rounds", "int", 3, "Pruning rounds, each removing the same fraction of what remains.", min=1, max=20,
-              label="Rounds"),
+        ROUNDS,
         Param("rewind_to", "choice", "init", "Rewind survivors to their initial weights or to those of an epoch.",
               choices=("init", "epoch"), label="Rewind survivors to"),
-        Param("rewind_epoch", "int", 1, "With rewind_to = epoch: the dense run's epoch to rewind to.", min=1, max=30,
+        Param("rewind_epoch", "int", 1, "With rewind_to = epoch: the dense run's epoch to rewind to.", min=1, ui_range=(1, 30),
               label="Rewind epoch", only_if=("rewind_to", "epoch")),
     )
 
@@ -237,9 +247,8 @@ class Iterative(Schedule):
         for round_index in range(1, self.rounds + 1):
             mask = prune(model, iterative_fraction(round_index, self.rounds, sparsity), previous=mask)
             model.load_state_dict(rewind)
-            stage = report(f"round {round_index}/{self.rounds}")
             fit(model, data, experiment.train, seed=experiment.seed + round_index, mask=mask,
-                progress=stage and (lambda fraction, message, done=round_index - 1: stage((done + fraction) / self.rounds, message)))
+                progress=report(f"round {round_index}/{self.rounds}", (round_index - 1) / self.rounds, round_index / self.rounds))
             record(mask, round_index * experiment.train.epochs)
             if on_round:
                 on_round(round_index, model, mask)
@@ -255,9 +264,9 @@ class Gradual(Schedule):
     formula = r"s_t = s\left(1 - \left(1 - \frac{t}{T}\right)^3\right)"
     reference = "Zhu & Gupta, To prune, or not to prune: exploring the efficacy of pruning for model compression, 2017."
     params = (
-        Param("gradual_epochs", "int", 3, "Epochs of training while the sparsity grows.", min=1, max=30,
+        Param("gradual_epochs", "int", 3, "Epochs of training while the sparsity grows.", min=1, ui_range=(1, 20),
               label="Epochs while pruning"),
-        Param("frequency", "int", 10, "Training steps between two mask updates.", min=1, max=1000,
+        Param("frequency", "int", 10, "Training steps between two mask updates.", min=1, ui_range=(1, 100),
               label="Steps between mask updates"),
     )
 
@@ -294,7 +303,7 @@ class GradFlow(Schedule):
     )
     formula = r"p_k = \frac{k\,p}{k\,p + n\,(1 - p)}"
     reference = "Lubana & Dick, A Gradient Flow Framework for Analyzing Network Pruning, ICLR 2021."
-    params = (Param("rounds", "int", 3, "Rounds of one training epoch followed by pruning.", min=1, max=20, label="Rounds"),)
+    params = (ROUNDS,)
     from_trained = False
 
     def plan(self, sparsity, dense_epochs, steps_per_epoch):
@@ -306,12 +315,13 @@ class GradFlow(Schedule):
         config, mask = experiment.train, None
         for round_index in range(1, self.rounds + 1):
             fit(model, data, config, seed=experiment.seed + round_index, mask=mask, stop_after_epochs=1,
-                progress=report(f"round {round_index}/{self.rounds}"))
+                progress=report(f"round {round_index}/{self.rounds}", (round_index - 1) / (self.rounds + 1),
+                                round_index / (self.rounds + 1)))
             mask = prune(model, gradflow_fraction(round_index, self.rounds, sparsity), previous=mask)
             mask.apply_(model)
             record(mask, round_index)
         remaining = max(1, config.epochs - self.rounds)
-        fit(model, data, replace(config, epochs=remaining), seed=experiment.seed, mask=mask, progress=report("training to the end"))
+        fit(model, data, replace(config, epochs=remaining), seed=experiment.seed, mask=mask, progress=report("training to the end", self.rounds / (self.rounds + 1)))
         record(mask, self.rounds + remaining)
         return mask
 

@@ -23,6 +23,14 @@ from pruning.params import Param, resolve_settings
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], message)
 
+
+def progress_stage(progress: Progress | None, start: float = 0.0, end: float = 1.0, prefix: str = "") -> Progress | None:
+    """``progress`` for one stage of a longer computation: the stage's fractions mapped to
+    [start, end] of the whole, its messages prefixed (None stays None)."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(min(1.0, start + fraction * (end - start)), prefix + message)
+
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -31,14 +39,16 @@ class TrainingDivergedError(BadInputError):
 
 
 TRAIN_PARAMS = (
-    Param("epochs", "int", 6, "Dense training epochs.", min=0, max=100, label="Epochs"),
-    Param("lr", "float", 0.05, "Learning rate at the start (cosine decay to zero per step).", min=1e-6, step=1e-3,
+    Param("epochs", "int", 6, "Dense training epochs.", min=0, ui_range=(1, 30), label="Epochs"),
+    Param("lr", "float", 0.05, "Learning rate at the start (cosine decay to zero per step).", min=1e-9, step=1e-3,
           label="Learning rate (cosine decay)"),
-    Param("momentum", "float", 0.9, "SGD momentum.", min=0.0, max=0.99, step=0.01, label="Momentum"),
-    Param("weight_decay", "float", 5e-4, "L2 weight decay.", min=0.0, max=0.1, step=1e-5, label="Weight decay"),
-    Param("batch_size", "int", 64, "Training batch size.", min=1, max=4096, label="Batch size"),
+    Param("momentum", "float", 0.9, "SGD momentum.", min=0.0, max=0.999, ui_range=(0.0, 0.99), step=0.01,
+          label="Momentum"),
+    Param("weight_decay", "float", 5e-4, "L2 weight decay.", min=0.0, step=1e-5, label="Weight decay"),
+    Param("batch_size", "int", 64, "Training batch size.", min=1, label="Batch size"),
     Param("optimizer", "choice", "sgd", "sgd (with momentum) or adam.", choices=OPTIMIZERS, label="Optimizer"),
 )
+TRAIN_DEFAULTS = {param.name: param.default for param in TRAIN_PARAMS}
 
 
 @dataclass(frozen=True)
@@ -46,12 +56,12 @@ class TrainConfig:
     """How the dense model trains; the fields are ``TRAIN_PARAMS`` (the CLI flags and the
     sidebar's widgets are generated from them)."""
 
-    epochs: int = 6
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 64
-    optimizer: str = "sgd"
+    epochs: int = TRAIN_DEFAULTS["epochs"]
+    lr: float = TRAIN_DEFAULTS["lr"]
+    momentum: float = TRAIN_DEFAULTS["momentum"]
+    weight_decay: float = TRAIN_DEFAULTS["weight_decay"]
+    batch_size: int = TRAIN_DEFAULTS["batch_size"]
+    optimizer: str = TRAIN_DEFAULTS["optimizer"]
 
     def __post_init__(self):
         for name, kind in (("epochs", int), ("batch_size", int), ("lr", float), ("momentum", float), ("weight_decay", float)):
@@ -83,8 +93,9 @@ def cosine_decay(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.op
 
 def cosine_sgd(parameters, lr: float, total_steps: int, momentum: float = 0.9,
                weight_decay: float = 0.0) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """SGD with a per-step cosine decay to zero: the recipe the dense training and the methods
-    that train (DNS, LOMP's L1 training, SequentialAttention++'s fine-tune) share."""
+    """SGD with a per-step cosine decay to zero: the recipe of the methods that train from the
+    trained model on their own learning rate (DNS, LOMP's L1 training); ``fit`` builds the same
+    from a ``TrainConfig`` (which may ask for Adam) with ``make_optimizer`` + ``cosine_decay``."""
     optimizer = torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
     return optimizer, cosine_decay(optimizer, total_steps)
 

@@ -118,3 +118,19 @@ def test_the_chosen_granularity_is_explained_with_its_formula(app):
     assert not app.exception
     assert any("channel ratio" in markdown.value for markdown in app.markdown)
     assert any(r"S_f" in latex.value for latex in app.latex)
+
+
+def test_schedule_widgets_are_generated_and_settings_that_do_not_apply_are_hidden(app):
+    keys = {widget.key for widget in [*app.slider, *app.radio]}
+    assert "schedule.prune_at" in keys and "schedule.early_epochs" not in keys, "early epochs only with prune_at early"
+    app.radio(key="schedule.prune_at").set_value("early").run()
+    assert app.slider(key="schedule.early_epochs").label == "Epochs before pruning"
+    app.radio(key="schedule.kind").set_value("gradual").run()
+    assert not app.exception
+    keys = {widget.key for widget in [*app.slider, *app.radio]}
+    assert {"schedule.gradual_epochs", "schedule.frequency", "schedule.finetune_epochs"} <= keys
+    assert "schedule.rounds" not in keys and "schedule.prune_at" not in keys
+    app.slider(key="schedule.frequency").set_value(5).run()
+    assert not app.exception
+    preview = figure(app, "Planned sparsity")["data"][0]["x"]
+    assert preview[1] == pytest.approx(5 / 63), "the preview follows the mask-update frequency (63 steps per epoch)"

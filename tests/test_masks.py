@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from pruning.errors import BadInputError
-from pruning.masks import Mask
+from pruning.masks import Mask, pruned_state_dict
 
 
 def small_model():
@@ -49,3 +49,15 @@ def test_check_fits_names_the_mismatch():
     with pytest.raises(BadInputError, match="shape"):
         Mask({"0.weight": torch.ones(4, 3)}).check_fits(model)
     Mask({"0.weight": torch.ones(3, 4)}).check_fits(model)
+
+
+def test_pruned_state_dict_of_a_partial_int_mask_is_plain_with_exact_zeros():
+    model = small_model()
+    keep = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1]])  # one of two layers, 0/1 ints
+    state = pruned_state_dict(model, Mask({"0.weight": keep}))
+    assert set(state) == set(model.state_dict()), "no weight_orig / weight_mask keys"
+    assert torch.all(state["0.weight"][keep == 0] == 0)
+    assert torch.equal(state["0.weight"][keep == 1], model[0].weight.detach()[keep == 1])
+    assert torch.equal(state["2.weight"], model[2].weight.detach()), "the unmasked layer is untouched"
+    fresh = small_model()
+    fresh.load_state_dict(state, strict=True)

@@ -110,3 +110,31 @@ def test_sweep_has_a_row_per_method_sparsity_and_seed_with_baselines():
     assert all(at_95[("random", seed)] < at_95[("magnitude", seed)] for seed in (0, 1))
     with pytest.raises(BadInputError, match="no method"):
         run_sweep(TINY, ["magnitude"], [0.5], [0], overrides={"bogus": 1})
+
+
+def test_cli_flags_are_generated_from_the_declared_settings():
+    from pruning.cli import build_parser, experiment_from_args, schedule_from_args
+
+    args = build_parser().parse_args(["prune", "--schedule", "gradual", "--frequency", "5", "--gradual-epochs", "2",
+                                      "--finetune-epochs", "1", "--momentum", "0.8", "--weight-decay", "0",
+                                      "--optimizer", "adam", "--batch-size", "32"])
+    assert schedule_from_args(args) == Gradual(frequency=5, gradual_epochs=2, finetune_epochs=1)
+    assert experiment_from_args(args).train == TrainConfig(momentum=0.8, weight_decay=0.0, optimizer="adam", batch_size=32)
+    assert TrainConfig.from_settings() == TrainConfig(), "the declared defaults are the dataclass's"
+    for argv, message in ((["--rounds", "3"], "oneshot schedule's settings"),
+                          (["--early-epochs", "2"], "applies only with prune_at = early"),
+                          (["--schedule", "iterative", "--rounds", "0"], "rounds must be at least 1"),
+                          (["--momentum", "high"], "momentum must be a number")):
+        args = build_parser().parse_args(["prune", *argv])
+        with pytest.raises(BadInputError, match=message):
+            experiment_from_args(args)
+            schedule_from_args(args)
+
+
+def test_a_schedule_is_a_hashable_read_only_choice():
+    schedule = Iterative(rounds=25)  # more rounds than the widget offers: still valid
+    assert schedule == Iterative(rounds=25) and hash(schedule) == hash(Iterative(rounds=25)) != hash(Iterative())
+    schedule.settings["rounds"] = 2
+    assert schedule.rounds == 25
+    with pytest.raises(BadInputError, match="needs more training epochs"):
+        run_schedule(TINY, "magnitude", 0.5, None, OneShot(prune_at="early", early_epochs=TINY.train.epochs))

@@ -1,5 +1,8 @@
+import copy
+
 import pytest
 import torch
+from torch.nn.utils import prune
 
 from pruning.criteria import magnitude_scores, random_scores
 from pruning.errors import BadInputError
@@ -8,7 +11,27 @@ from pruning.models import build_model, prunable_weight_names
 from pruning.selection import kth_smallest, mask_from_scores
 
 # Masks against torch.nn.utils.prune (global_unstructured, l1_unstructured) and the sparsity
-# check are property tests in test_properties.py, over any layer shapes and sparsities.
+# check are property tests in test_properties.py, over any layer shapes and sparsities; one
+# end-to-end case here keeps real models (large tensors: kth_smallest's sampled path) covered.
+
+
+def modules_of(model, names):
+    modules = dict(model.named_modules())
+    return [(modules[name.rsplit(".", 1)[0]], "weight") for name in names]
+
+
+@pytest.mark.parametrize("model_name, shape", [("lenet5", (1, 28, 28)), ("resnet20", (3, 32, 32))])
+def test_global_magnitude_on_real_models_equals_torch_global_unstructured(model_name, shape):
+    torch.manual_seed(0)
+    model = build_model(model_name, shape, 10)
+    names = prunable_weight_names(model)
+    ours = mask_from_scores(magnitude_scores(model, names, None), 0.99, "global", allow_empty_layers=True)
+    oracle_model = copy.deepcopy(model)
+    prune.global_unstructured(modules_of(oracle_model, names), pruning_method=prune.L1Unstructured, amount=0.99)
+    for name, (module, _) in zip(names, modules_of(oracle_model, names)):
+        assert torch.equal(ours[name], module.weight_mask.bool()), name
+    # global scope really is global: layers end up with different sparsities
+    assert len({round(value, 3) for value in ours.layer_sparsity().values()}) > 1
 
 
 def test_ties_still_prune_exactly_the_requested_count():

@@ -122,9 +122,8 @@ with st.form("compare.form"):
         block_size = ui.param_widget(SELECTION["block_size"], key="compare.block_size")
         kind = st.selectbox(
             "Schedule", list(SCHEDULES), key="compare.schedule",
-            help="oneshot: prune the trained model once; iterative: lottery-ticket rounds with rewinding; "
-            "gradual: cubic sparsity ramp while training; gradflow: prune during the first epochs from initialisation. "
-            "Anything but oneshot without fine-tuning trains for every point of the sweep.",
+            help=" ".join(f"{kind}: {schedule.description.split('. ')[0]}." for kind, schedule in SCHEDULES.items())
+            + " Anything but oneshot without fine-tuning trains for every point of the sweep.",
         )
         finetune = st.slider("Fine-tuning epochs (mask kept, a tenth of the learning rate)", 0, 10, 0, key="compare.finetune")
     submitted = st.form_submit_button("Run sweep", type="primary", icon=":material/play_arrow:")

@@ -4,7 +4,7 @@ import streamlit as st
 import torch
 
 import ui
-from pruning.mask_diff import mask_overlap
+from pruning.mask_diff import mask_overlap, mask_transitions
 from pruning.models import prunable_weight_names
 from pruning.pipeline import prune_model
 from pruning.plots.masks import (
@@ -16,7 +16,6 @@ from pruning.plots.masks import (
     overlap_figure,
 )
 from pruning.plots.prune import layer_sparsity_figure
-from pruning.recording import mask_transitions
 from pruning.registry import get_method, method_names
 
 experiment = ui.current_experiment()

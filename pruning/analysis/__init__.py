@@ -1,1 +1,1 @@
-"""Analysis tools for trained and pruned networks: curvature (Hessian-vector products) and more."""
+"""Analyses of trained and pruned networks: recall distortion, loss landscape and valley, Hessian spectrum, the fundamental limit, attributions."""

@@ -8,7 +8,7 @@
   Nets"); the dense model sits at (0, 0), the pruned one at (1, 0).
 - ``error_barrier`` / ``level_barriers``: linear mode connectivity (Frankle et al. 2020), the
   highest error on the straight path minus the mean error of its two ends, here between
-  consecutive levels of iterative pruning (``iterative_levels``).
+  consecutive levels of iterative pruning (``pruning.analysis.valley.iterative_levels``).
 
 Every point is evaluated through ``torch.func.functional_call`` with the parameters of a chunk of
 points stacked and ``torch.func.vmap`` over the stack; the model is never modified. Models run in

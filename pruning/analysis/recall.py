@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from pruning.errors import BadInputError
 from pruning.train import confusion_matrix, recall_per_class
 
 RESAMPLES = 2000
@@ -42,8 +43,9 @@ VERDICTS = {
 
 def class_recall(labels, predictions, num_classes: int) -> np.ndarray:
     """Recall of every class from labels and predictions (``pruning.train.recall_per_class``)."""
-    labels, predictions = (torch.as_tensor(np.asarray(t.cpu() if isinstance(t, torch.Tensor) else t), dtype=torch.int64)
-                           for t in (labels, predictions))
+    labels, predictions = (torch.as_tensor(values, dtype=torch.int64).cpu() for values in (labels, predictions))
+    if bool(((labels < 0) | (labels >= num_classes) | (predictions < 0) | (predictions >= num_classes)).any()):
+        raise BadInputError(f"labels and predictions must be classes 0..{num_classes - 1}")
     return np.array(recall_per_class(confusion_matrix(labels, predictions, num_classes)))
 
 

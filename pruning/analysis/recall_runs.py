@@ -72,15 +72,15 @@ def recall_run(experiment, method_name: str, max_sparsity: float, level_fraction
         if not iterative or "level_fraction" not in {param.name for param in method.params}:
             raise BadInputError(f"{method_name} trains on its own schedule: only undecayed pruning gives alpha "
                                 "per level, iteratively")
-        outcome = run_prune(experiment, method_name, max_sparsity, {**settings, "level_fraction": level_fraction},
+        result = run_prune(experiment, method_name, max_sparsity, {**settings, "level_fraction": level_fraction},
                             progress=progress)
-        levels = _pruned_levels(outcome.history)
-        return RecallRun(method_name, experiment.seed, outcome.dense.per_class_recall, outcome.dense.accuracy, levels)
+        levels = _pruned_levels(result.history)
+        return RecallRun(method_name, experiment.seed, result.dense.per_class_recall, result.dense.accuracy, levels)
     if iterative:
         schedule = Iterative(rounds=levels_for(max_sparsity, level_fraction))
-        outcome = run_prune(experiment, method_name, max_sparsity, settings, progress=progress, schedule=schedule)
-        levels = _pruned_levels(outcome.history)
-        return RecallRun(method_name, experiment.seed, outcome.dense.per_class_recall, outcome.dense.accuracy, levels)
+        result = run_prune(experiment, method_name, max_sparsity, settings, progress=progress, schedule=schedule)
+        levels = _pruned_levels(result.history)
+        return RecallRun(method_name, experiment.seed, result.dense.per_class_recall, result.dense.accuracy, levels)
     dense = train_dense(experiment, progress=progress).model
     data = experiment.load_data()
     dense_evaluation = evaluate(dense, data.x_test, data.y_test, data.num_classes)

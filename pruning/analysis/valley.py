@@ -25,7 +25,7 @@ from pruning.experiment import Experiment, train_dense
 from pruning.pipeline import PruneResult, run_schedule
 from pruning.registry import get_method
 from pruning.schedules import Iterative
-from pruning.train import Progress
+from pruning.train import Progress, progress_stage
 
 
 @dataclass
@@ -35,14 +35,8 @@ class LossValley:
     sharpness: dict[str, dict[str, float]] = field(default_factory=dict)  # {"dense": {...}, "pruned": {...}}
 
     def to_json(self) -> dict[str, Any]:
-        return {"line": self.line.to_json(), "plane": self.plane.to_json(), "sharpness": self.sharpness}
-
-
-def stage(progress: Progress | None, start: float, end: float, prefix: str = "") -> Progress | None:
-    """``progress`` for one stage of a longer computation: its fractions mapped to [start, end]."""
-    if progress is None:
-        return None
-    return lambda fraction, message: progress(start + fraction * (end - start), prefix + message)
+        report = {"line": self.line.to_json(), "plane": self.plane.to_json()}
+        return report | ({"sharpness": self.sharpness} if self.sharpness else {})
 
 
 def loss_valley(model: nn.Module, result: PruneResult, data, seed: int, grid: int = 21, batch_size: int = 256,
@@ -60,9 +54,9 @@ def loss_valley(model: nn.Module, result: PruneResult, data, seed: int, grid: in
     train_batch = fixed_batch(data.x_train, data.y_train, batch_size, seed=seed)
     test_batch = fixed_batch(data.x_test, data.y_test, batch_size, seed=seed)
     ends = (0.0, 0.2, 0.85 if with_sharpness else 1.0)
-    line = line_path(model, dense, pruned, train_batch, test_batch, points=grid, progress=stage(progress, ends[0], ends[1]))
+    line = line_path(model, dense, pruned, train_batch, test_batch, points=grid, progress=progress_stage(progress, ends[0], ends[1]))
     surface = plane(model, dense, pruned, train_batch, points=grid, mask=result.mask if restrict else None, seed=seed,
-                    progress=stage(progress, ends[1], ends[2], "plane: "))
+                    progress=progress_stage(progress, ends[1], ends[2], "plane: "))
     valley = LossValley(line, surface)
     if with_sharpness:
         if progress:

@@ -47,7 +47,7 @@ from pruning.methods.loop import TrainingRun
 from pruning.models import prunable_weight_names
 from pruning.params import Param
 from pruning.selection import expand_groups, group_scores
-from pruning.train import TrainingHooks, cosine_decay
+from pruning.train import TrainingHooks, cosine_decay, progress_stage
 
 MOMENTUM = 0.9
 DENSE, SPARSIFICATION, SPARSE, FINE_TUNE = "dense", "sparsification", "sparse", "fine-tune"
@@ -213,15 +213,9 @@ class _Run:
         self.run.record(self.steps_done, self.mask, self.effective_tensors(), phase=phase)
 
     def phase_progress(self, phase: str, index: int, phase_steps: int):
-        if self.progress is None:
-            return None
-        offset = self.steps_done
-
-        def report(fraction, message):
-            overall = (offset + fraction * phase_steps) / self.total_steps
-            self.progress(min(1.0, overall), f"{phase} phase ({index}/{len(self.phases)}): {message}")
-
-        return report
+        start = self.steps_done / self.total_steps
+        return progress_stage(self.progress, start, start + phase_steps / self.total_steps,
+                              f"{phase} phase ({index}/{len(self.phases)}): ")
 
     def run_phase(self, index: int, phase: str, epochs: int) -> None:
         phase_steps = epochs * self.run.per_epoch

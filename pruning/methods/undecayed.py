@@ -76,7 +76,8 @@ class Undecayed(TrainingMethod):
         Param("batch_size", "int", 128, "Training samples in the batch the gradient is taken on.", min=1, max=4096),
         Param("rewind_to", "choice", "init", "Rewind survivors to their initial weights or to those of an early epoch.",
               choices=("init", "epoch")),
-        Param("rewind_epoch", "int", 1, "Epoch to rewind to (with rewind_to = epoch).", min=1, max=100),
+        Param("rewind_epoch", "int", 1, "Epoch to rewind to (with rewind_to = epoch).", min=1, ui_range=(1, 30),
+              only_if=("rewind_to", "epoch")),
         Param("prune_output_layer", "bool", True, "Prune the last Linear layer too (OpenLTH leaves it dense)."),
     )
 

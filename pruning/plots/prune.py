@@ -116,7 +116,7 @@ def history_figure(history: list[dict]) -> go.Figure:
 
 
 def costs_figure(costs) -> go.Figure:
-    """The three costs (a ``pruning.physical.RealCosts``) side by side, each as a ratio to the dense model."""
+    """The three costs (a ``pruning.physical.costs.RealCosts``) side by side, each as a ratio to the dense model."""
     rows = {row["model"]: row for row in costs.rows()}
     measures = [("compression", "compression<br>(params)"), ("theoretical_speedup", "theoretical speedup<br>(FLOPs)"),
                 ("measured_speedup_batch1", "measured speedup<br>batch 1"),
