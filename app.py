@@ -2,12 +2,18 @@
 
 The router: the shared experiment sidebar, then the chosen page."""
 
+from pathlib import Path
+
 import pandas  # noqa: F401  before any session runs: plotly uses pandas if it is in sys.modules, and a
 import streamlit as st  # half-imported pandas (another session importing it) breaks its figures
 
 import ui
 
-st.set_page_config(page_title="Pruning Explorer", page_icon=":material/content_cut:", layout="wide")
+# A bundled image: a ":material/...:" page icon is fetched from a font host, which fails offline (the
+# st.Page icons below are drawn with the font Streamlit bundles, so they need no network).
+FAVICON = Path(__file__).resolve().parent / "assets" / "favicon.png"
+
+st.set_page_config(page_title="Pruning Explorer", page_icon=str(FAVICON), layout="wide")
 
 pages = [
     st.Page("views/prune.py", title="Prune", icon=":material/content_cut:", default=True),

@@ -25,6 +25,7 @@ from pruning.registry import get_method, method_names
 from pruning.run_cache import is_training_run_cached
 from pruning.schedules import SCHEDULES, OneShot, Schedule, make_schedule
 from pruning.selection import GRANULARITY_INFO
+from pruning.sparsity_sweep import SparsitySweep, is_sweep_cached, sparsity_sweep
 from pruning.train import TRAIN_PARAMS, Evaluation, TrainConfig, evaluate
 from pruning.weights import max_upload_bytes, use_weights
 
@@ -169,6 +170,54 @@ def _train_with_progress(experiment: Experiment) -> DenseModel:
     label = f"Training {experiment.model} on {experiment.dataset} ({experiment.train.epochs} epochs)"
     with progress_status(label, done=f"Trained and cached: {experiment.model} on {experiment.dataset}") as report:
         return train_dense(experiment, progress=report)
+
+
+@st.cache_resource
+def _sweep_store() -> dict:
+    return {"lock": threading.Lock(), "sweeps": {}, "building": {}, "figures": {}}
+
+
+def live_sweep(experiment: Experiment, state: DenseState, method: Method, settings: dict) -> SparsitySweep | None:
+    """The method's results along the whole sparsity slider, which the pages' scrubbers draw in
+    the browser: from memory, from the disk cache, or computed now with a progress bar. Shared by
+    every session (the inputs fix the result); one computation per sweep, the others wait. None
+    for a method that trains (its run is scrubbed instead) or when the settings are refused."""
+    if method.trains:
+        return None
+    key = (experiment, method.name, tuple(sorted(settings.items())))
+    store = _sweep_store()
+    if key in store["sweeps"]:
+        return store["sweeps"][key]
+    with store["lock"]:
+        building = store["building"].setdefault(key, threading.Lock())
+    with building:
+        if key not in store["sweeps"]:
+            try:
+                if is_sweep_cached(experiment, method.name, settings):
+                    sweep = sparsity_sweep(experiment, method.name, settings, dense=state.dense.model)
+                else:
+                    with progress_status(f"Computing {method.name} along the slider (once; then it scrubs in the browser)",
+                                         done=f"{method.name} along the slider: ready") as report:
+                        sweep = sparsity_sweep(experiment, method.name, settings, dense=state.dense.model, progress=report)
+            except USER_ERRORS as error:
+                st.error(str(error))
+                return None
+            with store["lock"]:
+                store["sweeps"][key] = sweep
+    return store["sweeps"][key]
+
+
+def scrub_figure(name: str, sweep: SparsitySweep, build):
+    """A page's scrubber figure of ``sweep``, built once per server by ``build(sweep)`` (fifty
+    frames take a few hundred milliseconds: the Streamlit slider's reruns must not pay for it
+    again). The figure is only read afterwards (``st.plotly_chart`` copies it)."""
+    store = _sweep_store()
+    key = (name, id(sweep))
+    if key not in store["figures"]:
+        figure = build(sweep)
+        with store["lock"]:
+            store["figures"][key] = figure
+    return store["figures"][key]
 
 
 def current_experiment() -> Experiment:

@@ -346,7 +346,7 @@ CRITERIA: dict[str, Criterion] = {
             structured_only=True,
             params=(Param("n_steps", "int", DEFAULT_STEPS,
                           "Integration steps from the black image to each input (trapezoid points, both ends "
-                          "included); cost grows with it.", min=2, max=64),),
+                          "included); cost grows with it.", min=2, max=64, label="Integration steps (n_steps)"),),
         ),
         Criterion(
             "attr-ablation",

@@ -24,7 +24,7 @@ class Param:
     choices: tuple[str, ...] = ()
     step: float | None = None  # widget resolution; small steps (learning rates, lambdas) get a number box
     label: str = ""  # the widget's label (default: the name)
-    only_if: tuple[str, str] | None = None  # (other setting, value): the setting matters only then (widget hidden otherwise)
+    only_if: tuple[str, str] | None = None  # (other setting, value): it matters only then (widget hidden, value ignored otherwise)
     ui_range: tuple[float, float] | None = None  # a widget's range narrower than the valid one (min, max)
 
     @property
@@ -89,8 +89,7 @@ def resolve_settings(params: tuple[Param, ...], overrides: dict[str, Any] | None
     settings = {param.name: param.default for param in params}
     for key, raw in (overrides or {}).items():
         settings[key] = by_name[key].parse(raw)
-    for param in params:  # a setting that does not apply to the other choices must keep its default
-        if not param.applies(settings) and settings[param.name] != param.default:
-            other, value = param.only_if
-            raise BadInputError(f"{param.name} applies only with {other} = {value} ({owner} has {other} = {settings[other]})")
+    for param in params:  # a setting that does not apply to the other choices keeps its default: the
+        if not param.applies(settings):  # same choice then has one name (and one cache key), however it was asked
+            settings[param.name] = param.default
     return settings

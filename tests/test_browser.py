@@ -184,3 +184,32 @@ def test_a_deep_link_or_reload_keeps_the_apps_navigation_and_sidebar(server, pag
     page.wait_for_selector("text=An interactive laboratory", timeout=120_000)
     assert sidebar.get_by_role("link", name="Loss valley").count() == 1
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_the_app_loads_without_the_network(server, page):
+    """No request leaves the machine: the page icon is a bundled image (a ":material/...:" page icon
+    would be fetched from a font host) and the navigation's icons use the font Streamlit serves."""
+    from urllib.parse import urlparse
+
+    requested, failed, errors = [], [], []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("requestfailed", lambda request: failed.append(request.url))
+    page.on("console", lambda message: errors.append((message.text, message.location.get("url")))
+            if message.type == "error" and "/_stcore/" not in message.location.get("url", "") else None)
+    # (a deep link's first requests probe for the server's base path, "/about/_stcore/health": 404s of no concern)
+    page.goto(f"{server}/about")
+    page.wait_for_selector("text=An interactive laboratory", timeout=120_000)
+    wait_for_run(page)
+    page.wait_for_function("() => document.fonts.status === 'loaded'", timeout=30_000)
+    page.wait_for_timeout(1000)  # the favicon is set after the first messages
+    elsewhere = [url for url in requested if urlparse(url).scheme in ("http", "https", "ws", "wss")
+                 and urlparse(url).hostname != "127.0.0.1"]
+    assert not elsewhere, f"requests left the machine: {elsewhere}"
+    assert not failed and not errors, (failed, errors)
+    icon = page.eval_on_selector("link[rel~='icon']", "link => link.href")
+    assert urlparse(icon).hostname == "127.0.0.1" and "/media/" in icon, icon
+    assert page.evaluate("() => document.fonts.check('24px \"Material Symbols Rounded\"')")
+    nav_icon = page.locator("[data-testid='stSidebarNav'] [data-testid='stIconMaterial']").first
+    width = nav_icon.bounding_box()["width"]
+    assert width < 40, f"a nav icon {width:.0f} px wide: its name drawn as text, the icon font missing"
+    assert page.locator("[data-testid='stException']").count() == 0

@@ -38,7 +38,7 @@ def squared_scores(model: nn.Module, names: list[str], context, power: float = 2
 TOY_CRITERION = Criterion(
     name="toy-power", description="|w| to a power (a test's toy criterion).", formula=r"|w|^p", reference="none",
     score=squared_scores, needs_data=False,
-    params=(Param("power", "float", 2.0, "The power p.", min=0.5, max=4.0, step=0.5),),
+    params=(Param("power", "float", 2.0, "The power p.", min=0.5, max=4.0, step=0.5, label="Power p"),),
 )
 
 
@@ -49,7 +49,7 @@ class PruneThenRetrain(TrainingMethod):
     name = "toy-trainer"
     description = "Prune by magnitude, then retrain one epoch with the mask (a test's toy method)."
     reference = "none"
-    params = (Param("lr", "float", 0.01, "Learning rate.", min=1e-4, max=0.5, step=1e-4),)
+    params = (Param("lr", "float", 0.01, "Learning rate.", min=1e-4, max=0.5, step=1e-4, label="Learning rate"),)
 
     def train(self, experiment, dense, sparsity, settings, progress=None):
         run = TrainingRun(experiment, dense, epochs=1, progress=progress)

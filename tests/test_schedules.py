@@ -121,8 +121,9 @@ def test_cli_flags_are_generated_from_the_declared_settings():
     assert schedule_from_args(args) == Gradual(frequency=5, gradual_epochs=2, finetune_epochs=1)
     assert experiment_from_args(args).train == TrainConfig(momentum=0.8, weight_decay=0.0, optimizer="adam", batch_size=32)
     assert TrainConfig.from_settings() == TrainConfig(), "the declared defaults are the dataclass's"
+    ignored = build_parser().parse_args(["prune", "--early-epochs", "2"])  # applies only with --prune-at early
+    assert schedule_from_args(ignored) == OneShot() and OneShot(prune_at="early", early_epochs=2).early_epochs == 2
     for argv, message in ((["--rounds", "3"], "oneshot schedule's settings"),
-                          (["--early-epochs", "2"], "applies only with prune_at = early"),
                           (["--schedule", "iterative", "--rounds", "0"], "rounds must be at least 1"),
                           (["--momentum", "high"], "momentum must be a number")):
         args = build_parser().parse_args(["prune", *argv])

@@ -95,6 +95,17 @@ st.markdown(
 )
 state = ui.dense_state(experiment)
 
+# Outside the form: a form would only learn of a new granularity on submit, and the block size shows for blocks only.
+granularity_column, scope_column, block_column = st.columns(3, gap="large")
+with granularity_column:
+    granularity = ui.param_widget(SELECTION["granularity"], key="compare.granularity")
+with scope_column:
+    scope = ui.param_widget(SELECTION["scope"], key="compare.scope")
+selection = {"scope": scope, "granularity": granularity}
+if SELECTION["block_size"].applies(selection):
+    with block_column:
+        selection["block_size"] = int(ui.param_widget(SELECTION["block_size"], key="compare.block_size"))
+
 with st.form("compare.form"):
     left, right = st.columns(2, gap="large")
     with left:
@@ -117,9 +128,6 @@ with st.form("compare.form"):
             help=f"Seeds {experiment.seed}, {experiment.seed + 1}, ...: each seed trains its own dense model (cached).",
         )
     with right:
-        granularity = ui.param_widget(SELECTION["granularity"], key="compare.granularity")
-        scope = ui.param_widget(SELECTION["scope"], key="compare.scope")
-        block_size = ui.param_widget(SELECTION["block_size"], key="compare.block_size")
         kind = st.selectbox(
             "Schedule", list(SCHEDULES), key="compare.schedule",
             help=" ".join(f"{kind}: {schedule.description.split('. ')[0]}." for kind, schedule in SCHEDULES.items())
@@ -138,9 +146,8 @@ def sweep_choices() -> tuple:
     """The sweep the form asks for, as a key: (experiment, methods, sparsities, seeds, settings, schedule)."""
     methods = list(dict.fromkeys([*BASELINES, *extra]))
     seeds = [experiment.seed + offset for offset in range(int(seed_count))]
-    overrides = {"scope": scope, "granularity": granularity, "block_size": int(block_size)}
     schedule = make_schedule(kind, {"finetune_epochs": int(finetune)})
-    return experiment, tuple(methods), tuple(parse_sparsities(sparsity_text)), tuple(seeds), tuple(overrides.items()), schedule
+    return experiment, tuple(methods), tuple(parse_sparsities(sparsity_text)), tuple(seeds), tuple(selection.items()), schedule
 
 
 def run_chosen() -> list[dict]:

@@ -21,6 +21,7 @@ from pruning.plots.prune import (
     costs_figure,
     history_figure,
     layer_sparsity_figure,
+    prune_scrub_figure,
     schedule_preview_figure,
     training_curve_figure,
 )
@@ -162,11 +163,19 @@ def pruning_panel():
             return
     with results:
         if schedule.is_live and not method.trains:
+            sweep = ui.live_sweep(experiment, state, method, settings)
+            if sweep is not None:
+                figure = ui.scrub_figure("prune", sweep, lambda sweep: prune_scrub_figure(sweep, sweep.nearest(sparsity)))
+                st.plotly_chart(figure, key="prune.scrub")
+                st.caption(f"Computed once at {len(sweep.points)} sparsities"
+                           + (" (scored once, cut at each)" if sweep.nested else " (pruned anew at each: an iterative criterion)")
+                           + ": the scrubber redraws in the browser. The slider on the left gives any exact sparsity, below.")
             try:
                 result = prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed)
             except BadInputError as error:
                 st.error(str(error))
                 return
+            st.subheader(f"At exactly {100 * sparsity:g}%")
             show_result(result, sparsity)
             return
         if not method.trains:

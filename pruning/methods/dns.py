@@ -85,15 +85,23 @@ class DNS(TrainingMethod):
     )
     reference = "Guo, Yao & Chen, Dynamic Network Surgery for Efficient DNNs, NeurIPS 2016."
     params = (
-        Param("c_rate", "float", 2.5, "Threshold t = mean|W| + c_rate std|W| per layer; higher = sparser.", min=-1.0, max=8.0, step=0.1),
-        Param("epochs", "int", 20, "Epochs of surgery (retraining with pruning and splicing).", min=1, max=200),
-        Param("lr", "float", 0.01, "SGD learning rate (cosine decay to 0 over the run).", min=1e-4, max=0.5, step=1e-4),
-        Param("momentum", "float", 0.9, "SGD momentum (the paper's update has none: 0).", min=0.0, max=0.99, step=0.01),
-        Param("weight_decay", "float", 5e-4, "L2 weight decay on all parameters.", min=0.0, max=0.01, step=1e-5),
-        Param("gamma", "float", 1e-4, "Mask-update probability (1 + gamma iter)^(-power).", min=0.0, max=1.0, step=1e-5),
-        Param("power", "float", 1.0, "Mask-update probability (1 + gamma iter)^(-power).", min=0.0, max=5.0, step=0.1),
-        Param("iter_stop_fraction", "float", 0.75, "The mask freezes after this fraction of the steps (iter_stop).", min=0.0, max=1.0, step=0.05),
-        Param("prune_output_layer", "bool", True, "Give the last Linear layer a mask too."),
+        Param("c_rate", "float", 2.5, "Threshold t = mean|W| + c_rate std|W| per layer; higher = sparser.", min=-1.0, max=8.0, step=0.1,
+              label="Threshold scale c_rate"),
+        Param("epochs", "int", 20, "Epochs of surgery (retraining with pruning and splicing).", min=1, max=200,
+              label="Surgery epochs"),
+        Param("lr", "float", 0.01, "SGD learning rate (cosine decay to 0 over the run).", min=1e-4, max=0.5, step=1e-4,
+              label="Learning rate (cosine decay)"),
+        Param("momentum", "float", 0.9, "SGD momentum (the paper's update has none: 0).", min=0.0, max=0.99, step=0.01,
+              label="Momentum"),
+        Param("weight_decay", "float", 5e-4, "L2 weight decay on all parameters.", min=0.0, max=0.01, step=1e-5,
+              label="Weight decay"),
+        Param("gamma", "float", 1e-4, "Mask-update probability (1 + gamma iter)^(-power).", min=0.0, max=1.0, step=1e-5,
+              label="γ (mask-update probability decay)"),
+        Param("power", "float", 1.0, "Mask-update probability (1 + gamma iter)^(-power).", min=0.0, max=5.0, step=0.1,
+              label="Mask-update probability power"),
+        Param("iter_stop_fraction", "float", 0.75, "The mask freezes after this fraction of the steps (iter_stop).", min=0.0, max=1.0, step=0.05,
+              label="iter_stop (fraction of the run)"),
+        Param("prune_output_layer", "bool", True, "Give the last Linear layer a mask too.", label="Prune the output layer"),
     )
 
     def train(self, experiment, dense, sparsity, settings, progress=None) -> PruneOutcome:

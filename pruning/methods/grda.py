@@ -140,11 +140,12 @@ class SDprunDetails(GRDADetails):
 def _shared_params(c_default: float) -> tuple[Param, ...]:
     return (
         Param("c", "float", c_default, "Threshold scale c in Lambda_n = c lr^(1/2+mu) n^mu; higher = sparser "
-              "(the paper uses up to 0.005 on long runs).", min=0.0, max=0.1, step=1e-4),
+              "(the paper uses up to 0.005 on long runs).", min=0.0, max=0.1, step=1e-4, label="c (threshold scale)"),
         Param("mu", "float", 0.51, "Threshold growth exponent mu in (0.5, 1); higher = sparsity grows faster.",
-              min=0.51, max=0.99, step=0.01),
-        Param("lr", "float", 0.1, "Learning rate (constant, no momentum, no weight decay).", min=1e-4, max=0.5, step=1e-4),
-        Param("epochs", "int", 10, "Epochs of training from initialisation.", min=1, max=200),
+              min=0.51, max=0.99, step=0.01, label="μ (threshold growth)"),
+        Param("lr", "float", 0.1, "Learning rate (constant, no momentum, no weight decay).", min=1e-4, max=0.5, step=1e-4,
+              label="Learning rate (constant)"),
+        Param("epochs", "int", 10, "Epochs of training from initialisation.", min=1, max=200, label="Training epochs"),
     )
 
 

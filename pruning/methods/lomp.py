@@ -62,8 +62,9 @@ class LOMP(TrainingMethod):
     formula = r"\min_w\ \mathrm{CE}(w) + \lambda \lVert w \rVert_1,\qquad m = \mathrm{top}_{(1-s)}\,|w^*|\ \text{(global, no fine-tuning)}"
     reference = "Zhang et al., How Sparse Can We Prune a Deep Network: A Fundamental Limit Perspective, 2024."
     params = (
-        Param("l1", "float", 5e-5, "lambda of the L1 term on the prunable weights.", min=0.0, max=0.01, step=1e-6),
-        Param("prune_output_layer", "bool", True, "Prune the last Linear layer too."),
+        Param("l1", "float", 5e-5, "lambda of the L1 term on the prunable weights.", min=0.0, max=0.01, step=1e-6,
+              label="λ (L1 strength)"),
+        Param("prune_output_layer", "bool", True, "Prune the last Linear layer too.", label="Prune the output layer"),
     )
 
     def train(self, experiment, dense, sparsity, settings, progress=None) -> PruneOutcome:

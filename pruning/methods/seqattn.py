@@ -118,16 +118,25 @@ class SeqAttn(TrainingMethod):
         "Differentiable Pruning Meets Combinatorial Optimization, 2024."
     )
     params = (
-        Param("block_size", "int", 4, "Side B of the BxB blocks of the 2-D kernel (border blocks may be smaller).", min=1, max=64),
-        Param("cycles", "int", 1, "ACDC cycles of [dense, sparsification, sparse] phases.", min=1, max=10),
-        Param("phase_epochs", "int", 1, "Epochs of each dense, sparsification and sparse phase.", min=1, max=50),
-        Param("finetune_epochs", "int", 1, "Epochs of the final fine-tune with the mask fixed.", min=1, max=50),
-        Param("lr", "float", 0.03, "SGD learning rate (momentum 0.9; a fresh optimizer per phase).", min=1e-4, max=0.5, step=1e-4),
-        Param("weight_decay", "float", 5e-4, "L2 weight decay on the weights and the attention logits.", min=0.0, max=0.01, step=1e-5),
-        Param("clip", "float", 3.0, "Logits are clamped to [-clip, clip] before the softmax (0: no clipping).", min=0.0, max=20.0, step=0.5),
-        Param("min_blocks", "int", 16, "Layers with fewer blocks than this are left dense.", min=1, max=10000),
-        Param("start_from", "choice", "trained", "The trained dense model, or the initialisation.", choices=("trained", "init")),
-        Param("prune_output_layer", "bool", True, "Prune the last Linear layer too."),
+        Param("block_size", "int", 4, "Side B of the BxB blocks of the 2-D kernel (border blocks may be smaller).", min=1, max=64,
+              label="Block size"),
+        Param("cycles", "int", 1, "ACDC cycles of [dense, sparsification, sparse] phases.", min=1, max=10,
+              label="ACDC cycles"),
+        Param("phase_epochs", "int", 1, "Epochs of each dense, sparsification and sparse phase.", min=1, max=50,
+              label="Epochs per phase"),
+        Param("finetune_epochs", "int", 1, "Epochs of the final fine-tune with the mask fixed.", min=1, max=50,
+              label="Fine-tuning epochs (mask fixed)"),
+        Param("lr", "float", 0.03, "SGD learning rate (momentum 0.9; a fresh optimizer per phase).", min=1e-4, max=0.5, step=1e-4,
+              label="Learning rate"),
+        Param("weight_decay", "float", 5e-4, "L2 weight decay on the weights and the attention logits.", min=0.0, max=0.01, step=1e-5,
+              label="Weight decay"),
+        Param("clip", "float", 3.0, "Logits are clamped to [-clip, clip] before the softmax (0: no clipping).", min=0.0, max=20.0, step=0.5,
+              label="Attention logit clip"),
+        Param("min_blocks", "int", 16, "Layers with fewer blocks than this are left dense.", min=1, max=10000,
+              label="Fewest blocks to prune a layer"),
+        Param("start_from", "choice", "trained", "The trained dense model, or the initialisation.", choices=("trained", "init"),
+              label="Start from"),
+        Param("prune_output_layer", "bool", True, "Prune the last Linear layer too.", label="Prune the output layer"),
     )
 
     def train(self, experiment, dense, sparsity, settings, progress=None) -> PruneOutcome:

@@ -70,15 +70,17 @@ class Undecayed(TrainingMethod):
     reference = "Good et al., Recall Distortion in Neural Network Pruning and the Undecayed Pruning Algorithm, NeurIPS 2022."
     params = (
         Param("level_fraction", "float", 0.2, "At most this fraction of the remaining weights is pruned per level.",
-              min=0.05, max=0.9, step=0.05),
+              min=0.05, max=0.9, step=0.05, label="Fraction pruned per level"),
         Param("weight_decay_lambda", "float", 5e-4, "lambda in the score: the weight-decay coefficient (reference code: 5e-4).",
-              min=0.0, max=0.01, step=1e-5),
-        Param("batch_size", "int", 128, "Training samples in the batch the gradient is taken on.", min=1, max=4096),
+              min=0.0, max=0.01, step=1e-5, label="λ (weight decay in the score)"),
+        Param("batch_size", "int", 128, "Training samples in the batch the gradient is taken on.", min=1, max=4096,
+              label="Gradient batch size"),
         Param("rewind_to", "choice", "init", "Rewind survivors to their initial weights or to those of an early epoch.",
-              choices=("init", "epoch")),
+              choices=("init", "epoch"), label="Rewind survivors to"),
         Param("rewind_epoch", "int", 1, "Epoch to rewind to (with rewind_to = epoch).", min=1, ui_range=(1, 30),
-              only_if=("rewind_to", "epoch")),
-        Param("prune_output_layer", "bool", True, "Prune the last Linear layer too (OpenLTH leaves it dense)."),
+              label="Rewind epoch", only_if=("rewind_to", "epoch")),
+        Param("prune_output_layer", "bool", True, "Prune the last Linear layer too (OpenLTH leaves it dense).",
+              label="Prune the output layer"),
     )
 
     def train(self, experiment, dense, sparsity, settings, progress=None) -> PruneOutcome:

@@ -5,9 +5,12 @@ layer sparsity chart, the Recall page the recall per class.)"""
 from __future__ import annotations
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from pruning.metrics import ModelStats
 from pruning.plots.palette import DENSE_COLOUR, MEASURE_COLOUR, PRUNED_COLOUR, WARN_SPARSITY
+from pruning.plots.scrub import frame_name, with_scrubber
+from pruning.sparsity_sweep import SparsitySweep, SweepPoint
 
 
 def layer_sparsity_figure(stats: ModelStats, target: float | None = None) -> go.Figure:
@@ -129,3 +132,48 @@ def costs_figure(costs) -> go.Figure:
     figure.update_layout(title="Three costs: size, FLOPs and measured time", yaxis_title="ratio to the dense model (x)",
                          barmode="group", height=360)
     return figure
+
+
+def prune_scrub_figure(sweep: SparsitySweep, active: int) -> go.Figure:
+    """The Prune page along the whole slider: accuracy, achieved sparsity, compression and FLOPs
+    speedup, sparsity per layer and recall per class, one frame per grid sparsity."""
+    names = [name.removesuffix(".weight") for name in sweep.layer_params]
+    classes = list(sweep.class_names)
+    figure = make_subplots(
+        rows=2, cols=4, row_heights=[0.28, 0.72], vertical_spacing=0.12,
+        specs=[[{"type": "indicator"}] * 4, [{"colspan": 2}, None, {"colspan": 2}, None]],
+        subplot_titles=("", "", "", "", "Sparsity per layer (%)", "Recall per class (%)"),
+    )
+
+    def moving(point: SweepPoint) -> list:
+        return [
+            go.Indicator(mode="number+delta", value=100 * point.accuracy, number={"suffix": "%", "valueformat": ".2f"},
+                         delta={"reference": 100 * sweep.dense_accuracy, "valueformat": ".2f"},
+                         title={"text": "Pruned accuracy"}),
+            go.Indicator(mode="number", value=100 * point.sparsity, number={"suffix": "%", "valueformat": ".2f"},
+                         title={"text": "Sparsity achieved"}),
+            go.Indicator(mode="number", value=point.compression, number={"suffix": "x", "valueformat": ".2f"},
+                         title={"text": "Compression"}),
+            go.Indicator(mode="number", value=point.speedup, number={"suffix": "x", "valueformat": ".2f"},
+                         title={"text": "Speedup (FLOPs)"}),
+            go.Bar(x=names, y=[100 * point.layer_sparsity[name] for name in sweep.layer_params], name="layer sparsity",
+                   marker_color=[PRUNED_COLOUR if point.layer_sparsity[name] >= WARN_SPARSITY else MEASURE_COLOUR
+                                 for name in sweep.layer_params], showlegend=False,
+                   hovertemplate="%{x}: %{y:.1f}% pruned<extra></extra>"),
+            go.Bar(x=classes, y=[100 * value for value in point.per_class_recall], name="pruned",
+                   marker_color=PRUNED_COLOUR, hovertemplate="class %{x}: %{y:.1f}%<extra>pruned</extra>"),
+        ]
+
+    cells = [(1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 3)]
+    for trace, (row, col) in zip(moving(sweep.points[active]), cells):
+        figure.add_trace(trace, row=row, col=col)
+    figure.add_trace(go.Bar(x=classes, y=[100 * value for value in sweep.dense_recall], name="dense",
+                            marker_color=DENSE_COLOUR, hovertemplate="class %{x}: %{y:.1f}%<extra>dense</extra>"),
+                     row=2, col=3)
+    frames = [go.Frame(name=frame_name(point.target), data=moving(point), traces=list(range(6)))
+              for point in sweep.points]
+    figure.update_yaxes(range=[0, 100], row=2, col=1)
+    figure.update_yaxes(range=[0, 100], row=2, col=3)
+    figure.update_layout(title="Along the slider: drag the scrubber below (computed once for every sparsity)",
+                         barmode="group", height=560, margin=dict(t=70, b=10), legend=dict(orientation="h", y=0.62))
+    return with_scrubber(figure, frames, active)
