@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import streamlit as st
 
@@ -25,7 +25,7 @@ from pruning.registry import get_method, method_names
 from pruning.run_cache import is_training_run_cached
 from pruning.schedules import SCHEDULES, OneShot, Schedule, make_schedule
 from pruning.selection import GRANULARITY_INFO
-from pruning.sparsity_sweep import SparsitySweep, is_sweep_cached, sparsity_sweep
+from pruning.sparsity_sweep import SparsitySweep, sparsity_sweep
 from pruning.train import TRAIN_PARAMS, Evaluation, TrainConfig, evaluate
 from pruning.weights import max_upload_bytes, use_weights
 
@@ -174,37 +174,64 @@ def _train_with_progress(experiment: Experiment) -> DenseModel:
 
 @st.cache_resource
 def _sweep_store() -> dict:
-    return {"lock": threading.Lock(), "sweeps": {}, "building": {}, "figures": {}}
+    return {"lock": threading.Lock(), "sweeps": {}, "jobs": {}, "figures": {}}
+
+
+@dataclass
+class SweepJob:
+    """A sweep computing in a background thread: a page's rerun (the user moving a widget) stops
+    the page's script, not the computation, and every session waits on the same one."""
+
+    fraction: float = 0.0
+    message: str = "starting"
+    error: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 def live_sweep(experiment: Experiment, state: DenseState, method: Method, settings: dict) -> SparsitySweep | None:
     """The method's results along the whole sparsity slider, which the pages' scrubbers draw in
-    the browser: from memory, from the disk cache, or computed now with a progress bar. Shared by
-    every session (the inputs fix the result); one computation per sweep, the others wait. None
-    for a method that trains (its run is scrubbed instead) or when the settings are refused."""
+    the browser: from memory, from the disk cache, or computed once per server in the background
+    while this page shows a progress bar (call it after the page's own content is drawn). None
+    for a method that trains (its run is scrubbed instead) or when the computation failed."""
     if method.trains:
         return None
     key = (experiment, method.name, tuple(sorted(settings.items())))
     store = _sweep_store()
-    if key in store["sweeps"]:
-        return store["sweeps"][key]
     with store["lock"]:
-        building = store["building"].setdefault(key, threading.Lock())
-    with building:
-        if key not in store["sweeps"]:
-            try:
-                if is_sweep_cached(experiment, method.name, settings):
-                    sweep = sparsity_sweep(experiment, method.name, settings, dense=state.dense.model)
-                else:
-                    with progress_status(f"Computing {method.name} along the slider (once; then it scrubs in the browser)",
-                                         done=f"{method.name} along the slider: ready") as report:
-                        sweep = sparsity_sweep(experiment, method.name, settings, dense=state.dense.model, progress=report)
-            except USER_ERRORS as error:
-                st.error(str(error))
-                return None
-            with store["lock"]:
-                store["sweeps"][key] = sweep
-    return store["sweeps"][key]
+        job = store["jobs"].get(key)
+        if key not in store["sweeps"] and job is None:
+            job = store["jobs"][key] = SweepJob()
+            threading.Thread(target=_build_sweep, args=(store, key, job, experiment, state.dense.model, method.name,
+                                                        settings), daemon=True).start()
+    if key not in store["sweeps"] and not job.done.is_set():
+        bar = st.progress(job.fraction, text=f"Computing {method.name} along the slider, once for every session: "
+                                             f"{job.message}")
+        while not job.done.wait(0.25):
+            bar.progress(min(max(job.fraction, 0.0), 1.0), text=f"Computing {method.name} along the slider, once for "
+                                                                f"every session: {job.message}")
+        bar.empty()
+    if job is not None and job.error:
+        st.error(job.error)
+        with store["lock"]:
+            store["jobs"].pop(key, None)  # asked again, it runs again
+        return None
+    return store["sweeps"].get(key)
+
+
+def _build_sweep(store, key, job: SweepJob, experiment, dense, method_name, settings) -> None:
+    def report(fraction, message):
+        job.fraction, job.message = fraction, message
+
+    try:
+        sweep = sparsity_sweep(experiment, method_name, settings, dense=dense, progress=report)
+        with store["lock"]:
+            store["sweeps"][key] = sweep
+    except USER_ERRORS as error:
+        job.error = str(error)
+    except Exception as error:  # shown in the page that waits; the server goes on
+        job.error = f"computing along the slider failed: {error}"
+    finally:
+        job.done.set()
 
 
 def scrub_figure(name: str, sweep: SparsitySweep, build):

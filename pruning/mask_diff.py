@@ -63,3 +63,21 @@ def mask_transitions(previous: Mask | None, current: Mask) -> dict[str, int]:
 
 def same_mask(first: Mask, second: Mask) -> bool:
     return first.keys() == second.keys() and all(torch.equal(first[name], second[name]) for name in first)
+
+
+def code_counts(codes: np.ndarray) -> dict[str, int]:
+    """How many weights fall under each change code (``CHANGE_CODES``), from ``change_codes``."""
+    counts = np.bincount(codes.ravel(), minlength=len(CHANGE_CODES))
+    return {name: int(counts[code]) for name, code in CHANGE_CODES.items()}
+
+
+def matrix_shape(shape) -> tuple[int, int]:
+    """The 2-D view's shape (``mask_matrix``) of a weight of this shape."""
+    shape = tuple(shape)
+    return shape[0], int(np.prod(shape[1:], dtype=np.int64))
+
+
+def layer_matrix(mask: dict, name: str, shape) -> np.ndarray:
+    """A layer's keep-mask in the 2-D view; a layer the mask leaves out is kept whole."""
+    keep = mask.get(name)
+    return np.ones(matrix_shape(shape), dtype=bool) if keep is None else mask_matrix(keep)

@@ -83,6 +83,7 @@ class SparsitySweep:
     layer_params: dict[str, int]
     points: list[SweepPoint] = field(default_factory=list)
     seconds: float = 0.0
+    stopped: str = ""  # why the grid ends early (a sparsity the settings refuse, e.g. one that empties a layer)
 
     @property
     def grid(self) -> list[float]:
@@ -141,10 +142,16 @@ def compute_sweep(model: nn.Module, data, method_name: str, settings: dict, grid
     for index, target in enumerate(grid):
         if progress:
             progress(index / len(grid), f"sparsity {target:.4g} ({index + 1}/{len(grid)})")
-        if nested:
-            mask = method.select(scores, target, settings)
-        else:
-            mask = method.prune(model, target, settings, PruneContext(data=data, seed=seed)).mask
+        try:
+            if nested:
+                mask = method.select(scores, target, settings)
+            else:
+                mask = method.prune(model, target, settings, PruneContext(data=data, seed=seed)).mask
+        except BadInputError as error:  # higher sparsities are refused too: the grid ends here
+            if not sweep.points:
+                raise
+            sweep.stopped = f"stops at {100 * sweep.points[-1].target:.1f}%: at {100 * target:.1f}% {error}"
+            break
         tensors = mask.masked_parameters(model)
         evaluation = evaluate(model, data.x_test, data.y_test, data.num_classes, parameters=tensors)
         stats = model_stats(model, mask, data.input_shape, parameters=tensors)

@@ -213,3 +213,41 @@ def test_the_app_loads_without_the_network(server, page):
     width = nav_icon.bounding_box()["width"]
     assert width < 40, f"a nav icon {width:.0f} px wide: its name drawn as text, the icon font missing"
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_the_scrubber_redraws_in_the_browser_without_a_server_run(server, page):
+    """The Prune page's scrubber: clicking its rail moves to another grid sparsity and every panel
+    follows, while nothing goes to the server (no websocket message, no script run)."""
+    sent = []
+    page.on("websocket", lambda socket: socket.on("framesent", lambda payload: sent.append(payload)))
+    page.goto(server)
+    page.wait_for_selector("[data-testid='stMetric']", timeout=180_000)
+    page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']", has_text="Model").click()
+    page.get_by_role("option", name="mlp", exact=True).click()
+    page.wait_for_selector("text=mlp on mnist-5k", timeout=180_000)
+    scrubber = page.locator(".js-plotly-plot", has_text="Along the slider")
+    scrubber.wait_for(timeout=180_000)
+    wait_for_run(page)
+    label = scrubber.locator("text.slider-label").first  # the current value, before the step labels
+    numbers = scrubber.locator("text.number")
+    before = (label.text_content(), [numbers.nth(index).text_content() for index in range(4)])
+    assert "80" in before[0] or "79" in before[0] or "81" in before[0], before  # starts near the page's 80%
+    messages = len(sent)
+
+    rail = scrubber.locator(".slider-rail-rect").first
+    box = rail.bounding_box()
+    page.mouse.click(box["x"] + 0.15 * box["width"], box["y"] + box["height"] / 2)
+    page.wait_for_function(
+        "(old) => [...document.querySelectorAll('.js-plotly-plot text.slider-label')].some(e => e.textContent.startsWith("
+        "'Sparsity (scrubs') && e.textContent !== old)",
+        arg=before[0], timeout=10_000)
+    after = (label.text_content(), [numbers.nth(index).text_content() for index in range(4)])
+    shown = float(after[0].split(":")[-1].strip().rstrip("%"))
+    assert shown < 40, after
+    assert after[1][0] != before[1][0], "the accuracy panel followed the scrubber"
+    assert float(after[1][1].rstrip("%")) == pytest.approx(shown, abs=0.06), "the sparsity panel shows the scrubbed point"
+    page.wait_for_timeout(500)
+    assert len(sent) == messages, "scrubbing sent nothing to the server"
+    assert page.locator("[data-testid='stApp']").get_attribute("data-test-script-state") == "notRunning"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "prune-scrubber.png"), full_page=True)

@@ -141,6 +141,20 @@ def real_costs_panel(result: PruneResult, run: tuple) -> None:
                + "See the README, \"Exports\".")
 
 
+def scrub_section(method, settings: dict, sparsity: float) -> None:
+    """The whole slider in the browser: computed once (in the background, the exact result below
+    already drawn), then the scrubber redraws without a server run."""
+    sweep = ui.live_sweep(experiment, state, method, settings)
+    if sweep is None:
+        return
+    figure = ui.scrub_figure("prune", sweep, lambda sweep: prune_scrub_figure(sweep, sweep.nearest(sparsity)))
+    st.plotly_chart(figure, key="prune.scrub")
+    st.caption(f"Computed once at {len(sweep.points)} sparsities"
+               + (" (scored once, cut at each)" if sweep.nested else " (pruned anew at each: an iterative criterion)")
+               + (f"; the grid {sweep.stopped}" if sweep.stopped else "")
+               + ": the scrubber redraws in the browser, with no server run.")
+
+
 @st.fragment
 def pruning_panel():
     controls, results = st.columns([1, 3], gap="large")
@@ -163,20 +177,16 @@ def pruning_panel():
             return
     with results:
         if schedule.is_live and not method.trains:
-            sweep = ui.live_sweep(experiment, state, method, settings)
-            if sweep is not None:
-                figure = ui.scrub_figure("prune", sweep, lambda sweep: prune_scrub_figure(sweep, sweep.nearest(sparsity)))
-                st.plotly_chart(figure, key="prune.scrub")
-                st.caption(f"Computed once at {len(sweep.points)} sparsities"
-                           + (" (scored once, cut at each)" if sweep.nested else " (pruned anew at each: an iterative criterion)")
-                           + ": the scrubber redraws in the browser. The slider on the left gives any exact sparsity, below.")
+            scrubber = st.container()
             try:
                 result = prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed)
             except BadInputError as error:
                 st.error(str(error))
                 return
-            st.subheader(f"At exactly {100 * sparsity:g}%")
+            st.subheader(f"At exactly {100 * sparsity:g}% (the slider on the left)")
             show_result(result, sparsity)
+            with scrubber:
+                scrub_section(method, settings, sparsity)
             return
         if not method.trains:
             per_epoch = steps_per_epoch(state.data, experiment.train.batch_size)

@@ -1,6 +1,10 @@
 """Figures of the Masks page: one layer's mask as a heatmap, small conv layers as kernel grids,
 what changed between two snapshots of a run, the run's mask turnover, and the overlap of two
-methods' masks. The mask arithmetic itself lives in ``pruning.mask_diff``."""
+methods' masks (the scrubbers are in ``pruning.plots.mask_scrub``). The mask arithmetic itself
+lives in ``pruning.mask_diff``.
+
+Cell values go to plotly as NumPy arrays: they travel as compact typed arrays, while nested
+lists cost plotly a Python-level validation of every cell (most of a page's drawing time)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from pruning.mask_diff import CHANGE_CODES, change_codes, mask_matrix
+from pruning.mask_diff import CHANGE_CODES, change_codes, code_counts, mask_matrix
 from pruning.plots.palette import (
     BOUNDARY_COLOUR,
     CHANGE_COLOURS,
@@ -29,12 +33,17 @@ KERNEL_GRID_MAX_CHANNELS = 32
 KERNEL_GRID_MAX_SIDE = 7
 
 
+def downsample_factors(rows: int, cols: int, max_cells: int = MASK_MAX_CELLS) -> tuple[int, int]:
+    """Weights per cell, down and across, that leave at most ``max_cells`` cells along each axis."""
+    return max(1, math.ceil(rows / max_cells)), max(1, math.ceil(cols / max_cells))
+
+
 def downsample_mask(matrix: np.ndarray, max_cells: int = MASK_MAX_CELLS) -> tuple[np.ndarray, tuple[int, int]]:
     """Block-average a 0/1 matrix to at most ``max_cells`` x ``max_cells``: each cell is the kept
     fraction of the ``fr`` x ``fc`` weights it covers (border cells may cover fewer). Returns the
     cells and the factors ``(fr, fc)``; ``(1, 1)`` means shown as is."""
     rows, cols = matrix.shape
-    fr, fc = max(1, math.ceil(rows / max_cells)), max(1, math.ceil(cols / max_cells))
+    fr, fc = downsample_factors(rows, cols, max_cells)
     values = matrix.astype(float)
     if fr == fc == 1:
         return values, (1, 1)
@@ -57,6 +66,12 @@ def _fit_height(rows: float, cols: float, low: int = 220, high: int = 520) -> in
     return int(min(high, max(low, 130 + 440 * rows / max(cols, 1))))
 
 
+def cell_stretch(rows: int, cols: int) -> float:
+    """How much taller than wide to draw cells so the layer's aspect stays in MASK_ASPECT_RANGE."""
+    aspect, (low, high) = rows / cols, MASK_ASPECT_RANGE
+    return low / aspect if aspect < low else high / aspect if aspect > high else 1.0
+
+
 def mask_heatmap_figure(layer: str, keep, block_size: int | None = None, max_cells: int = MASK_MAX_CELLS,
                         pruned: bool = True) -> go.Figure:
     """One layer's mask: dark = kept, light = pruned; Linear as out x in, Conv as filters x
@@ -71,7 +86,7 @@ def mask_heatmap_figure(layer: str, keep, block_size: int | None = None, max_cel
     cells, (fr, fc) = downsample_mask(matrix, max_cells)
     downsampled = (fr, fc) != (1, 1)
     conv = len(shape) > 2
-    z = np.round(cells, 4).tolist() if downsampled else matrix.astype(int).tolist()
+    z = cells.astype(np.float32) if downsampled else matrix.astype(np.uint8)
     value = "kept fraction %{z:.2f}" if downsampled else "kept %{z}"
     row_name, col_name = ("filter", "column") if conv else ("output neuron", "input feature")
     heatmap = go.Heatmap(
@@ -92,9 +107,7 @@ def mask_heatmap_figure(layer: str, keep, block_size: int | None = None, max_cel
                        name="block boundary") for x in vertical]
         shapes += [dict(type="line", xref="x", yref="y", x0=-0.5, x1=cols - 0.5, y0=y, y1=y, line=line, opacity=0.7,
                         name="block boundary") for y in horizontal]
-    aspect = rows / cols
-    low, high = MASK_ASPECT_RANGE
-    stretch = low / aspect if aspect < low else high / aspect if aspect > high else 1.0
+    stretch = cell_stretch(rows, cols)
     dims = (f"{shape[0]} × {shape[1]}·{shape[2]}·{shape[3]} weights (filters × in·kh·kw)" if len(shape) == 4
             else f"{rows} × {cols} weights (out × in)")
     state = f"{100 * sparsity:.1f}% pruned" if pruned else "not pruned"
@@ -170,8 +183,8 @@ def kernel_grid_figure(layer: str, keep) -> go.Figure:
     grid = grid.reshape(bands * band_height, -1)[:rows, :cols]
     which = which.reshape(bands * band_height, -1)[:rows, :cols]
     channel_of = channel_of.reshape(bands * band_height, -1)[:rows, :cols]
-    z = [[None if math.isnan(v) else int(v) for v in row] for row in grid.tolist()]
-    customdata = np.stack([which, channel_of], axis=-1).tolist()
+    z = grid.astype(np.float32)  # NaN: the gaps between tiles
+    customdata = np.stack([which, channel_of], axis=-1).astype(np.int16)
     sparsity = 1.0 - float(array.mean())
     figure = go.Figure(
         go.Heatmap(z=z, customdata=customdata, zmin=0, zmax=1, colorscale=MASK_COLOURSCALE, showscale=False,
@@ -212,7 +225,7 @@ def downsample_codes(codes: np.ndarray, max_cells: int = MASK_MAX_CELLS) -> tupl
     any weight under it was, else "newly pruned" if any was, else kept or pruned by majority:
     changes are rare and would vanish in an average."""
     rows, cols = codes.shape
-    fr, fc = max(1, math.ceil(rows / max_cells)), max(1, math.ceil(cols / max_cells))
+    fr, fc = downsample_factors(rows, cols, max_cells)
     if fr == fc == 1:
         return codes, (1, 1)
     padding = ((0, -rows % fr), (0, -cols % fc))
@@ -238,10 +251,10 @@ def mask_change_figure(layer: str, previous, current, max_cells: int = MASK_MAX_
     colourscale = []
     for index, name in enumerate(names):  # four flat bands over z in [0, 3]
         colourscale += [[index / 4, CHANGE_COLOURS[name]], [(index + 1) / 4, CHANGE_COLOURS[name]]]
-    counts = {name: int((codes == code).sum()) for name, code in CHANGE_CODES.items()}
+    counts = code_counts(codes)
     figure = go.Figure(go.Heatmap(
-        z=cells.tolist(), x0=(fc - 1) / 2, dx=fc, y0=(fr - 1) / 2, dy=fr, zmin=-0.5, zmax=3.5,
-        colorscale=colourscale, customdata=np.array(names, dtype=object)[cells].tolist(),
+        z=cells, x0=(fc - 1) / 2, dx=fc, y0=(fr - 1) / 2, dy=fr, zmin=-0.5, zmax=3.5,
+        colorscale=colourscale, customdata=np.array(names, dtype=object)[cells],
         colorbar=dict(tickvals=[0, 1, 2, 3], ticktext=names, thickness=12),
         hovertemplate="row ≈ %{y:.0f}<br>column ≈ %{x:.0f}<br>%{customdata}<extra></extra>",
     ))
@@ -303,3 +316,4 @@ def overlap_figure(per_layer: dict[str, float], overall: float, method_a: str, m
         legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"),
     )
     return figure
+

@@ -134,6 +134,10 @@ def costs_figure(costs) -> go.Figure:
     return figure
 
 
+NUMBER = {"font": {"size": 34}}  # the scrubber's cards: sized for the page's results column
+TITLE = {"font": {"size": 14}}
+
+
 def prune_scrub_figure(sweep: SparsitySweep, active: int) -> go.Figure:
     """The Prune page along the whole slider: accuracy, achieved sparsity, compression and FLOPs
     speedup, sparsity per layer and recall per class, one frame per grid sparsity."""
@@ -147,15 +151,15 @@ def prune_scrub_figure(sweep: SparsitySweep, active: int) -> go.Figure:
 
     def moving(point: SweepPoint) -> list:
         return [
-            go.Indicator(mode="number+delta", value=100 * point.accuracy, number={"suffix": "%", "valueformat": ".2f"},
+            go.Indicator(mode="number+delta", value=100 * point.accuracy, number={"suffix": "%", "valueformat": ".2f", **NUMBER},
                          delta={"reference": 100 * sweep.dense_accuracy, "valueformat": ".2f"},
-                         title={"text": "Pruned accuracy"}),
-            go.Indicator(mode="number", value=100 * point.sparsity, number={"suffix": "%", "valueformat": ".2f"},
-                         title={"text": "Sparsity achieved"}),
-            go.Indicator(mode="number", value=point.compression, number={"suffix": "x", "valueformat": ".2f"},
-                         title={"text": "Compression"}),
-            go.Indicator(mode="number", value=point.speedup, number={"suffix": "x", "valueformat": ".2f"},
-                         title={"text": "Speedup (FLOPs)"}),
+                         title={"text": "Pruned accuracy", **TITLE}),
+            go.Indicator(mode="number", value=100 * point.sparsity, number={"suffix": "%", "valueformat": ".2f", **NUMBER},
+                         title={"text": "Sparsity achieved", **TITLE}),
+            go.Indicator(mode="number", value=point.compression, number={"suffix": "x", "valueformat": ".2f", **NUMBER},
+                         title={"text": "Compression", **TITLE}),
+            go.Indicator(mode="number", value=point.speedup, number={"suffix": "x", "valueformat": ".2f", **NUMBER},
+                         title={"text": "Speedup (FLOPs)", **TITLE}),
             go.Bar(x=names, y=[100 * point.layer_sparsity[name] for name in sweep.layer_params], name="layer sparsity",
                    marker_color=[PRUNED_COLOUR if point.layer_sparsity[name] >= WARN_SPARSITY else MEASURE_COLOUR
                                  for name in sweep.layer_params], showlegend=False,
@@ -175,5 +179,5 @@ def prune_scrub_figure(sweep: SparsitySweep, active: int) -> go.Figure:
     figure.update_yaxes(range=[0, 100], row=2, col=1)
     figure.update_yaxes(range=[0, 100], row=2, col=3)
     figure.update_layout(title="Along the slider: drag the scrubber below (computed once for every sparsity)",
-                         barmode="group", height=560, margin=dict(t=70, b=10), legend=dict(orientation="h", y=0.62))
+                         barmode="group", height=560, margin=dict(t=70, b=10), legend=dict(orientation="h", x=0.52, y=0.66))
     return with_scrubber(figure, frames, active)

@@ -1,29 +1,48 @@
 """Figures of the Recall page: relative recall gaps, the intensification ratio alpha over
-sparsity, the change of the confusion matrix and the test images whose prediction flipped.
+sparsity, the change of the confusion matrix, the test images whose prediction flipped, and all
+but the images along the whole sparsity slider in one figure scrubbed in the browser.
 (``display_pixels`` also serves the Attributions page.)"""
 
 from __future__ import annotations
 
+import base64
 import math
+import struct
+import zlib
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
 
+from pruning.analysis.recall import Intensification, relative_gaps
 from pruning.plots.palette import (
     DENSE_COLOUR,
     FIT_COLOUR,
     FLIP_COLOURS,
     GAP_COLOUR,
     OTHER_COLOURS,
+    PRUNED_COLOUR,
     RECALL_METHOD_COLOURS,
 )
+from pruning.plots.scrub import frame_name, with_scrubber
+from pruning.sparsity_sweep import SparsitySweep, SweepPoint
+
+GAP_HOVER = "class %{text}<br>dense gap %{x:+.1f}%<br>pruned gap %{y:+.1f}%<extra></extra>"
+
+
+def zero_lines(x_axis: str = "x", y_axis: str = "y") -> list[dict]:
+    """The x = 0 and y = 0 lines of a subplot, across its whole width and height."""
+    line = dict(color="black", width=1)
+    return [dict(type="line", xref=f"{x_axis} domain", x0=0, x1=1, yref=y_axis, y0=0, y1=0, line=line),
+            dict(type="line", xref=x_axis, x0=0, x1=0, yref=f"{y_axis} domain", y0=0, y1=1, line=line)]
 
 
 def recall_gap_figure(class_names: list[str], d0, dt, alpha: float) -> go.Figure:
     """Each class's relative recall gap, dense (x) against pruned (y), in % of accuracy, with the
     y = x line (gaps unchanged), the zero lines (recall equal to accuracy) and the fitted slope
-    through the origin: points moving away from zero along y mean intensification."""
+    through the origin: points moving away from zero along y mean intensification. (Built with its
+    layout in one go: ``update_layout`` after the traces costs ten times as long.)"""
     x, y = 100 * np.asarray(d0, dtype=float).ravel(), 100 * np.asarray(dt, dtype=float).ravel()
     finite = np.concatenate([x[np.isfinite(x)], y[np.isfinite(y)]])
     reach = 1.15 * max(float(np.abs(finite).max()) if len(finite) else 0.0, 1.0)
@@ -31,27 +50,23 @@ def recall_gap_figure(class_names: list[str], d0, dt, alpha: float) -> go.Figure
         go.Scatter(x=[-reach, reach], y=[-reach, reach], mode="lines", name="y = x (gaps unchanged)",
                    line=dict(color=DENSE_COLOUR, dash="dot"), hoverinfo="skip"),
         go.Scatter(x=x.tolist(), y=y.tolist(), mode="markers+text", name="class", text=list(class_names),
-                   textposition="top center", marker=dict(color=GAP_COLOUR, size=9),
-                   hovertemplate="class %{text}<br>dense gap %{x:+.1f}%<br>pruned gap %{y:+.1f}%<extra></extra>"),
+                   textposition="top center", marker=dict(color=GAP_COLOUR, size=9), hovertemplate=GAP_HOVER),
     ]
     if math.isfinite(alpha):
         traces.append(go.Scatter(x=[-reach, reach], y=[-alpha * reach, alpha * reach], mode="lines",
                                  name=f"fit through 0: slope α = {alpha:.2f}", line=dict(color=FIT_COLOUR),
                                  hoverinfo="skip"))
-    figure = go.Figure(traces)
-    figure.add_hline(y=0, line_color="black", line_width=1)
-    figure.add_vline(x=0, line_color="black", line_width=1)
-    figure.update_layout(
+    return go.Figure(traces, layout=dict(
         title=dict(text="Recall gaps, dense against pruned"
                         "<br><sup>gap = recall / accuracy − 1; away from 0 beyond the dotted line: the gap grew</sup>"),
-        xaxis=dict(title="dense: recall / accuracy − 1 (%)", range=[-reach, reach], zeroline=False),
-        yaxis=dict(title="pruned: recall / accuracy − 1 (%)", range=[-reach, reach], zeroline=False,
+        xaxis=dict(title=dict(text="dense: recall / accuracy − 1 (%)"), range=[-reach, reach], zeroline=False),
+        yaxis=dict(title=dict(text="pruned: recall / accuracy − 1 (%)"), range=[-reach, reach], zeroline=False,
                    scaleanchor="x", scaleratio=1),
+        shapes=zero_lines(),
         height=440,
         margin=dict(t=70, b=10),
         legend=dict(orientation="h", y=-0.18, x=0.5, xanchor="center"),
-    )
-    return figure
+    ))
 
 
 def alpha_sparsity_figure(curves: dict[str, list[dict]]) -> go.Figure:
@@ -87,28 +102,36 @@ def alpha_sparsity_figure(curves: dict[str, list[dict]]) -> go.Figure:
     return figure
 
 
+def confusion_cells(dense_confusion, pruned_confusion) -> dict:
+    """What a heatmap of the pruned minus dense confusion matrix needs: the change, its symmetric
+    colour scale and the cells' labels (blank where nothing changed)."""
+    change = np.asarray(pruned_confusion, dtype=int) - np.asarray(dense_confusion, dtype=int)
+    reach = max(1, int(np.abs(change).max()))
+    cells = change.tolist()
+    return dict(z=cells, zmin=-reach, zmax=reach, text=[[f"{value:+d}" if value else "" for value in row] for row in cells])
+
+
+def confusion_heatmap(class_names: list[str], dense_confusion, pruned_confusion) -> go.Heatmap:
+    names = list(class_names)
+    return go.Heatmap(
+        **confusion_cells(dense_confusion, pruned_confusion), x=names, y=names, zmid=0, colorscale="RdBu_r",
+        texttemplate="%{text}", colorbar=dict(title=dict(text="images", side="right"), thickness=12),
+        hovertemplate="true %{y}, predicted %{x}<br>%{z:+d} images after pruning<extra></extra>",
+    )
+
+
 def confusion_change_figure(class_names: list[str], dense_confusion, pruned_confusion) -> go.Figure:
     """Pruned minus dense confusion matrix (rows: true class, columns: predicted), zero centred:
     red = more test images in the cell after pruning, blue = fewer. A blue diagonal cell is a
     class losing correct answers; the red cells of its row say where they went."""
-    change = np.asarray(pruned_confusion, dtype=int) - np.asarray(dense_confusion, dtype=int)
-    reach = max(1, int(np.abs(change).max()))
-    names = list(class_names)
-    figure = go.Figure(go.Heatmap(
-        z=change.tolist(), x=names, y=names, zmid=0, zmin=-reach, zmax=reach, colorscale="RdBu_r",
-        text=[[f"{value:+d}" if value else "" for value in row] for row in change.tolist()], texttemplate="%{text}",
-        colorbar=dict(title=dict(text="images", side="right"), thickness=12),
-        hovertemplate="true %{y}, predicted %{x}<br>%{z:+d} images after pruning<extra></extra>",
-    ))
-    figure.update_layout(
+    return go.Figure(confusion_heatmap(class_names, dense_confusion, pruned_confusion), layout=dict(
         title=dict(text="Confusion matrix change (pruned − dense)"
                         "<br><sup>red: more images after pruning, blue: fewer</sup>"),
-        xaxis=dict(title="predicted class", type="category", side="bottom"),
-        yaxis=dict(title="true class", type="category", autorange="reversed", scaleanchor="x"),
+        xaxis=dict(title=dict(text="predicted class"), type="category", side="bottom"),
+        yaxis=dict(title=dict(text="true class"), type="category", autorange="reversed", scaleanchor="x"),
         height=460,
         margin=dict(t=70, b=10),
-    )
-    return figure
+    ))
 
 
 def display_pixels(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
@@ -151,16 +174,148 @@ def flipped_images_figure(images: torch.Tensor, mean: tuple[float, ...], std: tu
                  f"<br><span style='font-size:10px'>true {class_names[flip.label]}</span>",
             font=dict(size=12),
         ))
-    figure = go.Figure(go.Image(z=mosaic, hoverinfo="skip"))
-    figure.update_xaxes(visible=False)
-    figure.update_yaxes(visible=False)
-    figure.update_layout(
+    return go.Figure(go.Image(source=png_data_uri(mosaic), hoverinfo="skip"), layout=dict(
         title=dict(text="Test images whose prediction pruning changed (dense → pruned)"
                         "<br><sup>classes whose recall fell most first; red: lost, green: gained, grey: a different wrong answer</sup>"),
+        xaxis=dict(visible=False),
+        yaxis=dict(visible=False),
         annotations=annotations,
         height=int(100 + 620 * mosaic.shape[0] / mosaic.shape[1]),  # about 620 px wide on the page
         margin=dict(t=90, b=10, l=10, r=10),
         plot_bgcolor="white",
         meta=dict(indices=[flip.index for flip in flips]),
+    ))
+
+
+def png_data_uri(pixels: np.ndarray) -> str:
+    """An (H, W, 3) uint8 RGB array as a PNG data URI, for an image trace's ``source``: a few
+    kilobytes where the same pixels as a ``z`` array of numbers take over half a megabyte of JSON."""
+    height, width, _ = pixels.shape
+    rows = np.concatenate([np.zeros((height, 1), dtype=np.uint8), np.ascontiguousarray(pixels, dtype=np.uint8)
+                           .reshape(height, 3 * width)], axis=1)  # each row behind filter type 0 (none)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+# --- the whole slider in one figure, scrubbed in the browser ---
+
+SHORT_VERDICTS = {"intensified": "gaps intensified (interval above 1)", "de-intensified": "gaps narrowed (interval below 1)",
+                  "no clear change": "no clear change (interval contains 1)", "undefined": "α undefined"}
+AXIS_STEPS = (1, 1.5, 2, 3, 5, 7.5, 10)
+MOVING = (1, 2, 4, 6, 7, 11)  # the traces a frame redraws (see ``recall_scrub_figure``)
+
+
+def finite_or_none(value) -> float | None:
+    """A number for the figure's JSON: None (drawn as a gap) for NaN, infinities and None."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def gap_reach(gaps: np.ndarray) -> float:
+    """Half-width of the gap axes (%): 15% beyond the largest finite gap, rounded up to 1, 1.5, 2,
+    3, 5 or 7.5 times a power of ten, so that neighbouring frames mostly share their axes."""
+    finite = np.abs(gaps[np.isfinite(gaps)])
+    need = 1.15 * max(float(finite.max()) if finite.size else 0.0, 1.0)
+    power = 10.0 ** math.floor(math.log10(need))
+    return next(step * power for step in AXIS_STEPS if step * power >= need - 1e-9)
+
+
+def alpha_title(point: SweepPoint, dense_accuracy: float, classes: int) -> str:
+    """A frame's title: α with its interval and verdict, the sparsity and both accuracies."""
+    shift = Intensification(*(math.nan if value is None else value for value in (point.alpha, point.ci_low, point.ci_high)),
+                            classes=classes, seeds=1)
+    alpha = ("α undefined" if math.isnan(shift.alpha) else f"α = {shift.alpha:.2f}"
+             + (f" (95% interval {shift.ci_low:.2f} to {shift.ci_high:.2f})" if math.isfinite(shift.ci_low) else ""))
+    return (f"Recall along the slider: {alpha} at {100 * point.sparsity:.1f}% sparsity"
+            f"<br><sup>{SHORT_VERDICTS[shift.verdict]} · pruned accuracy {100 * point.accuracy:.1f}% "
+            f"(dense {100 * dense_accuracy:.1f}%) · drag the scrubber below: every frame was computed once</sup>")
+
+
+def recall_scrub_figure(sweep: SparsitySweep, active: int) -> go.Figure:
+    """The Recall page along the whole slider, one frame per grid sparsity of ``sweep``: each
+    class's relative recall gap (dense against pruned, with the fitted slope through the origin and
+    y = x), recall per class, the confusion matrix change and α against sparsity with the frame's
+    point marked; α, its interval and the verdict in the title. Drawn at frame ``active``."""
+    names, count = list(sweep.class_names), len(sweep.class_names)
+    d0 = 100 * relative_gaps(sweep.dense_recall, sweep.dense_accuracy).ravel()
+    gaps = [100 * relative_gaps(point.per_class_recall, point.accuracy).ravel() for point in sweep.points]
+    widest = max(gap_reach(np.concatenate([d0, dt])) for dt in gaps)
+    figure = make_subplots(rows=2, cols=2, horizontal_spacing=0.12, vertical_spacing=0.13, subplot_titles=(
+        "Recall gaps (% of accuracy): dotted y = x, red slope α", "Recall per class (%): grey dense, red pruned",
+        "Confusion matrix change (pruned − dense)", "α against sparsity (band: 95% interval)"))
+    positions = list(range(count))
+    sparsities = [100 * point.sparsity for point in sweep.points]
+
+    def moving(index: int) -> list:
+        point, dt = sweep.points[index], gaps[index]
+        alpha = finite_or_none(point.alpha)
+        return [
+            go.Scatter(x=[finite_or_none(value) for value in d0], y=[finite_or_none(value) for value in dt]),
+            go.Scatter(y=[None, None] if alpha is None else [-alpha * widest, alpha * widest],
+                       name="fit through 0: slope α" + ("" if alpha is None else f" = {alpha:.2f}")),
+            go.Bar(y=[100 * value for value in point.per_class_recall]),
+            go.Scatter(y=[100 * point.accuracy] * 2),
+            go.Heatmap(**confusion_cells(sweep.dense_confusion, point.confusion)),
+            go.Scatter(x=[sparsities[index]], y=[alpha]),
+        ]
+
+    def frame_layout(index: int) -> dict:
+        reach = gap_reach(np.concatenate([d0, gaps[index]]))
+        lowest = min(sweep.dense_recall + sweep.points[index].per_class_recall)
+        return dict(title=dict(text=alpha_title(sweep.points[index], sweep.dense_accuracy, count)),
+                    xaxis=dict(range=[-reach, reach]), yaxis=dict(range=[-reach, reach]),
+                    yaxis2=dict(range=[max(0.0, 10 * math.floor((100 * lowest - 5) / 10)), 100]))
+
+    start = moving(active)
+    spanning = dict(mode="lines", x=[-widest, widest], hoverinfo="skip")
+    ends = [-0.5, count - 0.5]
+    traces = [  # (trace, row, col); the indices of MOVING are the frames' traces
+        (go.Scatter(y=[-widest, widest], name="y = x (gaps unchanged)", line=dict(color=DENSE_COLOUR, dash="dot"), **spanning), 1, 1),
+        (start[0].update(mode="markers+text", name="class", text=names, textposition="top center", showlegend=False,
+                         marker=dict(color=GAP_COLOUR, size=9), hovertemplate=GAP_HOVER), 1, 1),
+        (start[1].update(line=dict(color=FIT_COLOUR), **spanning), 1, 1),
+        (go.Bar(x=positions, y=[100 * value for value in sweep.dense_recall], name="dense", marker_color=DENSE_COLOUR,
+                customdata=names, hovertemplate="class %{customdata}: %{y:.1f}%<extra>dense</extra>"), 1, 2),
+        (start[2].update(x=positions, name="pruned", marker_color=PRUNED_COLOUR, customdata=names,
+                         hovertemplate="class %{customdata}: %{y:.1f}%<extra>pruned</extra>"), 1, 2),
+        (go.Scatter(x=ends, y=[100 * sweep.dense_accuracy] * 2, mode="lines", line=dict(color=DENSE_COLOUR, dash="dot"),
+                    showlegend=False, name="dense accuracy", hovertemplate="dense accuracy %{y:.1f}%<extra></extra>"), 1, 2),
+        (start[3].update(x=ends, mode="lines", line=dict(color=PRUNED_COLOUR, dash="dash"), showlegend=False,
+                         name="pruned accuracy", hovertemplate="pruned accuracy %{y:.1f}%<extra></extra>"), 1, 2),
+        (confusion_heatmap(names, sweep.dense_confusion, sweep.points[active].confusion), 2, 1),
+        (go.Scatter(x=sparsities, y=[finite_or_none(point.ci_high) for point in sweep.points], mode="lines",
+                    line=dict(width=0), showlegend=False, hoverinfo="skip"), 2, 2),
+        (go.Scatter(x=sparsities, y=[finite_or_none(point.ci_low) for point in sweep.points], mode="lines",
+                    line=dict(width=0), fill="tonexty", fillcolor="rgba(41, 128, 185, 0.18)", showlegend=False,
+                    hoverinfo="skip"), 2, 2),
+        (go.Scatter(x=sparsities, y=[finite_or_none(point.alpha) for point in sweep.points], mode="lines",
+                    line=dict(color=GAP_COLOUR), showlegend=False, name="α",
+                    hovertemplate="sparsity %{x:.1f}%<br>α %{y:.2f}<extra></extra>"), 2, 2),
+        (start[5].update(mode="markers", marker=dict(color=FIT_COLOUR, size=12, line=dict(color="white", width=2)),
+                         showlegend=False, hovertemplate="this frame: α %{y:.2f}<extra></extra>"), 2, 2),
+    ]
+    for trace, row, col in traces:
+        figure.add_trace(trace, row=row, col=col)
+    x3, y3 = figure.layout.xaxis3.domain, figure.layout.yaxis3.domain
+    figure.update_traces(colorbar=dict(x=x3[1] + 0.01, y=(y3[0] + y3[1]) / 2, len=y3[1] - y3[0]), selector=dict(type="heatmap"))
+    alphas = [value for value in (finite_or_none(point.alpha) for point in sweep.points) if value is not None] or [1.0]
+    low, high = min(0.0, *alphas), max(2.0, *alphas)
+    figure.update_layout(
+        frame_layout(active), height=920, margin=dict(t=110, b=10), barmode="group", showlegend=False,
+        shapes=zero_lines("x", "y") + [dict(type="line", xref="x4 domain", x0=0, x1=1, yref="y4", y0=1, y1=1,
+                                            line=dict(color="black", dash="dash", width=1))],
+        xaxis=dict(title=dict(text="dense gap (%)"), zeroline=False),
+        yaxis=dict(title=dict(text="pruned gap (%)"), zeroline=False),
+        xaxis2=dict(tickvals=positions, ticktext=names, title=dict(text="class")),
+        xaxis3=dict(type="category", title=dict(text="predicted class")),
+        yaxis3=dict(type="category", autorange="reversed", title=dict(text="true class")),
+        xaxis4=dict(range=[0, 100], title=dict(text="sparsity (% of prunable weights removed)")),
+        yaxis4=dict(range=[low - 0.1 * (high - low), high + 0.1 * (high - low)], title=dict(text="α")),
     )
-    return figure
+    frames = [go.Frame(name=frame_name(point.target), data=moving(index), traces=list(MOVING), layout=frame_layout(index))
+              for index, point in enumerate(sweep.points)]
+    return with_scrubber(figure, frames, active)
