@@ -1,5 +1,7 @@
 """AppTest for the Masks and Compare pages, plus the figure functions they draw with."""
 
+import base64
+
 import numpy as np
 import pytest
 import torch
@@ -19,10 +21,18 @@ def mask_heatmaps(at) -> dict[str, dict]:
     }
 
 
+def plotted(value) -> np.ndarray:
+    """A trace's array as plotly writes it: a base64 typed array (NumPy input) or nested lists."""
+    if isinstance(value, dict):
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]).newbyteorder("<"))
+        return array.reshape([int(size) for size in str(value["shape"]).split(",")]) if "shape" in value else array
+    return np.array(value)
+
+
 def kept_fraction(spec: dict) -> float:
     """The kept fraction a heatmap shows: cells weighted by how many weights they average."""
     trace, meta = spec["data"][0], spec["layout"]["meta"]
-    z = np.array(trace["z"], dtype=float)
+    z = plotted(trace["z"]).astype(float)
     fr, fc = meta["downsample"]
     rows = np.minimum(fr, meta["rows"] - fr * np.arange(z.shape[0]))
     cols = np.minimum(fc, meta["cols"] - fc * np.arange(z.shape[1]))
@@ -62,7 +72,7 @@ def test_masks_page_draws_the_real_mask_of_every_layer(masks):
     fc1 = mask_heatmaps(masks)["fc1"]
     assert fc1["layout"]["meta"]["downsample"] == [1, 3], "784 inputs are shown as at most 300 cells"
     assert any("Downsampled for display" in caption.value for caption in masks.caption)
-    fc3 = np.array(mask_heatmaps(masks)["fc3"]["data"][0]["z"])
+    fc3 = plotted(mask_heatmaps(masks)["fc3"]["data"][0]["z"])
     assert fc3.shape == (10, 100) and set(np.unique(fc3)) <= {0, 1}, "small layers are shown weight by weight"
 
 
@@ -77,7 +87,7 @@ def test_block_granularity_draws_block_boundaries(masks):
     horizontal = sorted(line["y0"] for line in lines if line["y0"] == line["y1"])
     assert vertical == [4 * k - 0.5 for k in range(1, 25)]
     assert horizontal == [3.5, 7.5]
-    z = np.array(spec["data"][0]["z"])
+    z = plotted(spec["data"][0]["z"])
     for row in range(0, 10, 4):
         for col in range(0, 100, 4):
             assert len(np.unique(z[row : row + 4, col : col + 4])) == 1, "each 4x4 block is kept or pruned whole"
@@ -110,22 +120,22 @@ def test_overlap_and_figures_directly():
     assert mask_overlap(a, b)[1] == pytest.approx(inter / union)
     conv = torch.rand(8, 3, 3, 3, generator=generator) > 0.5
     assert mask_plots.kernel_grid_eligible(conv) and not mask_plots.kernel_grid_eligible(torch.ones(128, 64, 3, 3))
-    grid = mask_plots.kernel_grid_figure("conv", conv).to_plotly_json()["data"][0]["z"]
+    grid = plotted(mask_plots.kernel_grid_figure("conv", conv).to_plotly_json()["data"][0]["z"])
     assert len(grid) == 3 * 4 - 1 and len(grid[0]) == 8 * 4 - 1, "one band: channels down, filters across"
-    assert grid[0][0] == int(conv[0, 0, 0, 0]) and grid[0][3] is None and grid[4][4] == int(conv[1, 1, 0, 0])
+    assert grid[0][0] == int(conv[0, 0, 0, 0]) and np.isnan(grid[0][3]) and grid[4][4] == int(conv[1, 1, 0, 0])
     wide = torch.rand(20, 1, 5, 5, generator=generator) > 0.5  # few input channels: filters wrap into bands
     spec = mask_plots.kernel_grid_figure("conv1", wide).to_plotly_json()
     assert spec["layout"]["meta"]["bands"] > 1
     tiles = {}
-    for z_row, names in zip(spec["data"][0]["z"], spec["data"][0]["customdata"]):
+    for z_row, names in zip(plotted(spec["data"][0]["z"]), plotted(spec["data"][0]["customdata"])):
         for value, (filter_index, channel) in zip(z_row, names):
-            assert (value is None) == (filter_index < 0)
-            if value is not None:
+            assert np.isnan(value) == (filter_index < 0)
+            if not np.isnan(value):
                 tiles.setdefault((filter_index, channel), []).append(value)
     assert sorted(tiles) == [(f, 0) for f in range(20)]
     assert all(sorted(values) == sorted(wide[f, c].flatten().int().tolist()) for (f, c), values in tiles.items())
     heat = mask_plots.mask_heatmap_figure("conv", conv).to_plotly_json()
-    assert np.array(heat["data"][0]["z"]).shape == (8, 27)
+    assert plotted(heat["data"][0]["z"]).shape == (8, 27)
     cells, factors = mask_plots.downsample_mask(np.ones((601, 10)))
     assert factors == (3, 1) and cells.shape == (201, 10) and (cells == 1).all()
 

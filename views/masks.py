@@ -5,8 +5,9 @@ import torch
 
 import ui
 from pruning.mask_diff import mask_overlap, mask_transitions
+from pruning.methods.base import PruneContext
 from pruning.models import prunable_weight_names
-from pruning.pipeline import prune_model
+from pruning.plots.mask_scrub import mask_scrub_figure, run_scrub_figure
 from pruning.plots.masks import (
     kernel_grid_eligible,
     kernel_grid_figure,
@@ -17,6 +18,7 @@ from pruning.plots.masks import (
 )
 from pruning.plots.prune import layer_sparsity_figure
 from pruning.registry import get_method, method_names
+from pruning.selection import check_sparsity
 
 experiment = ui.current_experiment()
 st.title("Masks")
@@ -27,7 +29,8 @@ st.markdown(
     "kernel width); small conv layers also get a grid of their kernels. Layers wider or taller than 300 "
     "weights are block-averaged for display: a cell's shade is then the kept fraction of the weights it "
     "covers. With block granularity, orange lines mark the B × B blocks pruned together. The dense model "
-    "is never modified: the masks are computed one-shot from it."
+    "is never modified: the masks are computed one-shot from it. For one-shot methods a scrubber above the "
+    "exact view plays every layer's mask along the whole slider in the browser, with no server run per move."
 )
 state = ui.dense_state(experiment)
 
@@ -83,7 +86,33 @@ def layer_heatmaps(mask, names, parameters, granularity: str, block_size: int) -
                     st.caption(" ".join(notes))
 
 
-def mask_evolution(snapshots, names) -> None:
+def sweep_scrubber(method, settings: dict, sparsity: float, shapes: dict) -> None:
+    """Every layer's mask along the whole slider, in the browser: computed once (in the background,
+    after the exact view is drawn), then the scrubber redraws with no server run."""
+    sweep = ui.live_sweep(experiment, state, method, settings)
+    if sweep is None:
+        return
+    figure = ui.scrub_figure("masks", sweep, lambda sweep: mask_scrub_figure(sweep, sweep.nearest(sparsity), shapes))
+    st.plotly_chart(figure, key="masks.scrub")
+    st.caption(f"Computed once at {len(sweep.points)} sparsities" + (f"; the grid {sweep.stopped}" if sweep.stopped else "")
+               + ". Large layers are drawn as cells of several weights: a cell's shade is their kept fraction (16 "
+               "shades). The slider on the left gives any exact sparsity, drawn weight by weight below.")
+
+
+def run_scrubber(snapshots, shapes: dict) -> None:
+    """The run's snapshots in the browser, built once per run and kept for the session."""
+    built = st.session_state.setdefault("masks.run_scrubbers", {})
+    if id(snapshots) not in built:  # an entry holds its run: the id is not reused while it is kept
+        if len(built) >= 4:
+            built.clear()
+        built[id(snapshots)] = (snapshots, run_scrub_figure(snapshots, len(snapshots) - 1, shapes))
+    entry = built[id(snapshots)]
+    st.plotly_chart(entry[1], key="masks.run_scrub")
+    st.caption("Scrubs in the browser: each layer against the previous snapshot (downsampled cells show a change if "
+               "any weight under them changed). The snapshot picker below draws one snapshot exactly.")
+
+
+def mask_evolution(snapshots, names, shapes: dict) -> None:
     """Scrub through a run's snapshots: each layer coloured by what changed since the previous one."""
     st.subheader("Mask evolution during the run")
     st.caption(
@@ -95,6 +124,7 @@ def mask_evolution(snapshots, names) -> None:
                  **mask_transitions(snapshots[index - 1].mask if index else None, shot.mask)}
                 for index, shot in enumerate(snapshots)]
     st.plotly_chart(mask_turnover_figure(turnover), key="masks.turnover")
+    run_scrubber(snapshots, shapes)
     index = st.select_slider(
         "Snapshot", options=list(range(len(snapshots))), value=len(snapshots) - 1, key="masks.snapshot",
         format_func=lambda i: f"step {snapshots[i].step}" + (f" · {snapshots[i].phase}" if snapshots[i].phase else ""),
@@ -142,11 +172,24 @@ def masks_view():
         st.plotly_chart(layer_sparsity_figure(result.stats, target=sparsity), key="masks.layer_sparsity")
 
     st.subheader("Mask of every prunable layer")
+    shapes = {name: tuple(parameters[name].shape) for name in names}
+    scrubber = st.container()  # filled last: the sweep behind it may still be computing
+    if not method.trains:
+        st.markdown(f"**At exactly {100 * sparsity:g}%** (the slider on the left)")
     granularity = settings.get("granularity", "block" if "block_size" in settings else "unstructured")
     layer_heatmaps(result.mask, names, parameters, granularity, settings.get("block_size", 1))
     if len(result.snapshots) > 1:
-        mask_evolution(result.snapshots, names)
+        mask_evolution(result.snapshots, names, shapes)
+    overlap_section(method, settings, sparsity, result, names)
+    if not method.trains:
+        with scrubber:
+            sweep_scrubber(method, settings, sparsity, shapes)
 
+
+def overlap_section(method, settings: dict, sparsity: float | None, result, names) -> None:
+    """The Jaccard overlap of this mask with a one-shot method's mask at the same sparsity (only
+    the mask: nothing is evaluated, the slider stays quick)."""
+    model = state.dense.model
     st.subheader("Overlap with a second method")
     shared_sparsity = result.stats.sparsity if sparsity is None else sparsity
     st.caption(
@@ -162,14 +205,15 @@ def masks_view():
         declared = {param.name for param in other.params}
         try:
             other_settings = other.settings({key: value for key, value in settings.items() if key in declared})
-            other_result = prune_model(model, state.data, other.name, shared_sparsity, other_settings, seed=experiment.seed)
+            other_mask = other.prune(model, check_sparsity(shared_sparsity), other_settings,
+                                     PruneContext(data=state.data, seed=experiment.seed)).mask
         except ui.USER_ERRORS as error:
             st.error(str(error))
             return
-        per_layer, overall = mask_overlap(result.mask, other_result.mask, names)
+        per_layer, overall = mask_overlap(result.mask, other_mask, names)
         st.metric("Overall Jaccard overlap", f"{overall:.3f}", help="over all prunable weights together")
     with other_results:
-        chance = chance_overlap(result.mask, other_result.mask, names)
+        chance = chance_overlap(result.mask, other_mask, names)
         st.plotly_chart(overlap_figure(per_layer, overall, method.name, other.name, chance), key="masks.overlap")
 
 

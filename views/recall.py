@@ -1,8 +1,11 @@
 """Recall page: which classes pay for pruning, and whether pruning widens the gaps between classes
-that the dense model already has. One-shot pruning follows the sparsity slider live; alpha over a
-sparsity sweep runs behind a button and is kept for the session."""
+that the dense model already has. A one-shot method's whole slider is computed once and scrubbed in
+the browser; a Streamlit slider below gives any exact sparsity (with the flipped test images);
+alpha over an iterative sweep with retraining runs behind a button and is kept for the session."""
 
 import math
+import threading
+from collections import OrderedDict
 
 import pandas as pd
 import streamlit as st
@@ -10,6 +13,7 @@ import streamlit as st
 import ui
 from pruning.analysis.recall import VERDICTS, flipped_predictions, intensification
 from pruning.analysis.recall_runs import alpha_by_level, level_sparsities, recall_run
+from pruning.methods.base import Method
 from pruning.methods.undecayed import levels_for
 from pruning.pipeline import prune_model
 from pruning.plots.prune import class_recall_figure
@@ -18,10 +22,14 @@ from pruning.plots.recall import (
     confusion_change_figure,
     flipped_images_figure,
     recall_gap_figure,
+    recall_scrub_figure,
 )
 from pruning.registry import get_method, method_names
+from pruning.train import Evaluation
 
 FLIP_LIMIT = 24
+DEFAULT_SPARSITY = 0.9
+KEPT_EVALUATIONS = 200  # each holds the test predictions: 8 bytes per test image
 SWEEP_DEFAULT_METHODS = ("magnitude", "undecayed")
 MAX_SPARSITIES = (0.5, 0.75, 0.9, 0.95, 0.98, 0.99)
 VERDICT_BOX = {"intensified": st.warning, "de-intensified": st.success, "no clear change": st.info, "undefined": st.info}
@@ -66,23 +74,66 @@ def largest_drops(dense_recall, pruned_recall, count: int = 3) -> str:
         f"{class_names[c]} ({100 * dense_recall[c]:.1f}% → {100 * pruned_recall[c]:.1f}%)" for c in drops) + "."
 
 
+def method_controls() -> tuple[Method, dict | None]:
+    """The one-shot method and its settings (None, with the message shown, when they are refused)."""
+    choices = [name for name in method_names() if not get_method(name).trains]
+    method = get_method(st.selectbox("Method (one-shot)", choices, index=choices.index("magnitude"), key="recall.method",
+                                     help="Methods that prune while training are in the sweep below, not here."))
+    ui.method_help(method)
+    return method, ui.checked_settings(method, prefix="recall.")
+
+
+def scrubber(method: Method, settings: dict) -> None:
+    """Every panel but the images along the whole slider, sent once and scrubbed in the browser."""
+    sweep = ui.live_sweep(experiment, state, method, settings)
+    if sweep is None:
+        return
+    figure = ui.scrub_figure("recall", sweep, lambda sweep: recall_scrub_figure(sweep, sweep.nearest(DEFAULT_SPARSITY)))
+    st.plotly_chart(figure, key="recall.scrub")
+    st.caption(f"Computed once at {len(sweep.points)} sparsities"
+               + (" (scored once, cut at each)" if sweep.nested else " (pruned anew at each: an iterative criterion)")
+               + (f"; the grid {sweep.stopped}" if sweep.stopped else "")
+               + ": the scrubber redraws in the browser. For an exact sparsity, with the test images whose prediction "
+               "changed, use the slider below.")
+
+
+@st.cache_resource
+def _pruned_store() -> dict:
+    return {"lock": threading.Lock(), "evaluations": OrderedDict()}
+
+
+def pruned_evaluation(method: Method, settings: dict, sparsity: float) -> Evaluation:
+    """The test evaluation of the dense model pruned one-shot at ``sparsity``, kept per server for
+    the last ``KEPT_EVALUATIONS`` choices: pruning costs a pass over the test set, and a person
+    moving the slider back and forth returns to values already seen (the result is the same)."""
+    key = (experiment, method.name, tuple(sorted(settings.items())), sparsity)
+    store = _pruned_store()
+    with store["lock"]:
+        if key in store["evaluations"]:
+            store["evaluations"].move_to_end(key)
+            return store["evaluations"][key]
+    evaluation = prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed).pruned
+    with store["lock"]:
+        store["evaluations"][key] = evaluation
+        while len(store["evaluations"]) > KEPT_EVALUATIONS:
+            store["evaluations"].popitem(last=False)
+    return evaluation
+
+
 @st.fragment
-def live_panel():
+def live_panel(method: Method, settings: dict) -> None:
+    """One exact sparsity; only this panel reruns when its slider moves (the scrubber is not sent again)."""
+    st.subheader("At an exact sparsity")
     controls, results = st.columns([1, 3], gap="large")
     with controls:
-        choices = [name for name in method_names() if not get_method(name).trains]
-        method = get_method(st.selectbox("Method (one-shot)", choices, index=choices.index("magnitude"), key="recall.method",
-                                         help="Methods that prune while training are in the sweep below, not here."))
-        ui.method_help(method)
-        sparsity = st.slider("Sparsity (fraction of prunable weights removed)", 0.0, 0.99, 0.9, 0.01, key="recall.sparsity",
-                             help="The trained dense model is pruned one-shot, nothing retrained.")
+        sparsity = st.slider("Sparsity (fraction of prunable weights removed)", 0.0, 0.99, DEFAULT_SPARSITY, 0.01,
+                             key="recall.sparsity", help="The trained dense model is pruned one-shot, nothing retrained.")
         try:
-            settings = ui.method_settings(method, prefix="recall.")
-            result = prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed)
+            pruned = pruned_evaluation(method, settings, sparsity)
         except ui.USER_ERRORS as error:
             st.error(str(error))
             return
-    dense, pruned = state.evaluation, result.pruned
+    dense = state.evaluation
     shift = intensification(dense.per_class_recall, dense.accuracy, pruned.per_class_recall, pruned.accuracy)
     with results:
         cards = st.columns(4)
@@ -195,5 +246,13 @@ def sweep_panel():
         st.info("Choose the methods and press **Run sweep**. The results are kept for this session.")
 
 
-live_panel()
+st.subheader("Along the slider")
+controls, scrubbed = st.columns([1, 3], gap="large")
+with controls:
+    chosen, chosen_settings = method_controls()
+if chosen_settings is not None:
+    live_panel(chosen, chosen_settings)
 sweep_panel()
+if chosen_settings is not None:
+    with scrubbed:  # filled last: a sweep computed for the first time takes a while, the panels below need not wait
+        scrubber(chosen, chosen_settings)

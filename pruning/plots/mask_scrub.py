@@ -22,9 +22,8 @@ from pruning.plots.masks import cell_stretch, downsample_codes, downsample_facto
 from pruning.plots.palette import CHANGE_COLOURS, MASK_KEPT_COLOUR, MASK_PRUNED_COLOUR
 from pruning.plots.scrub import frame_name, with_scrubber
 
-
 SCRUB_MAX_CELLS = 160  # an image has at most this many cells along each axis (about 3 px each on screen)
-SCRUB_FRAME_CELLS = 120_000  # cells per frame over all layers: models with many layers get coarser images
+SCRUB_FRAME_CELLS = 60_000  # cells per frame over all layers: models with many layers get coarser images
 SCRUB_SHADES = 16  # shades of the kept fraction in a downsampled image (a 4-bit PNG)
 SCRUB_ORDER = ("kept", "spliced back", "newly pruned", "pruned")  # stacking order of the count bars
 
@@ -83,7 +82,7 @@ def _count_bars(layers: list[str], counts: dict[str, list[int]], totals: list[in
     the counts written on the bars)."""
     return [go.Bar(y=layers, x=[100 * count / total for count, total in zip(values, totals)], customdata=values,
                    name=name, orientation="h", marker_color=CHANGE_COLOURS[name], texttemplate="%{customdata:,}",
-                   textposition="inside", insidetextanchor="middle",
+                   textposition="inside", insidetextanchor="middle", textangle=0,
                    textfont_color=MASK_KEPT_COLOUR if name == "pruned" else "white",
                    hovertemplate=f"%{{y}}: %{{customdata:,}} {name} (%{{x:.1f}}%)<extra></extra>")
             for name, values in counts.items()]
@@ -101,10 +100,11 @@ def _scrub_canvas(title: str, shapes: dict[str, tuple[int, int]], max_cells: int
         titles.append(f"{rows} × {cols} weights" + (f" in cells of {fr} × {fc}" if (fr, fc) != (1, 1) else ""))
     titles = [f"{layer}<br><sup>{text}</sup>" for layer, text in zip(layers, titles)]
     specs = [[{} if row * across + col < len(layers) else None for col in range(across)] for row in range(down)]
-    bar_height = 60 + 30 * len(layers)
+    image_height, gap, bar_height = 250, 70, 60 + 30 * len(layers)  # pixels; a gap holds a two-line title
+    plot_height = down * (image_height + gap) + bar_height
     figure = make_subplots(rows=down + 1, cols=across, specs=specs + [[{"colspan": across}] + [None] * (across - 1)],
                            subplot_titles=titles + ["Weights per layer (% of the layer; counts on the bars)"],
-                           row_heights=[250] * down + [bar_height], vertical_spacing=0.1 / (down + 1) + 40 / (250 * down),
+                           row_heights=[image_height] * down + [bar_height], vertical_spacing=gap / plot_height,
                            horizontal_spacing=0.06)
     for index, (layer, (rows, cols)) in enumerate(shapes.items()):
         row, col = index // across + 1, index % across + 1
@@ -118,9 +118,12 @@ def _scrub_canvas(title: str, shapes: dict[str, tuple[int, int]], max_cells: int
         figure.add_trace(trace, row=down + 1, col=1)
     figure.update_yaxes(autorange="reversed", row=down + 1, col=1)
     figure.update_xaxes(range=[0, 100], title="% of the layer's weights", row=down + 1, col=1)
-    figure.update_layout(title=title, barmode="stack", height=120 + 250 * down + bar_height + 90, plot_bgcolor="white",
-                         margin=dict(t=90, b=10, l=10, r=10), legend=dict(orientation="h", y=1.0, yanchor="bottom",
-                                                                         x=1, xanchor="right"))
+    bars_top = figure.get_subplot(down + 1, 1).yaxis.domain[1]
+    figure.layout.annotations[-1].update(x=0, xanchor="left")  # the bars' title, left of their legend
+    figure.update_layout(title=title, barmode="stack", height=plot_height + 200, plot_bgcolor="white",
+                         margin=dict(t=90, b=10, l=10, r=10), uniformtext=dict(minsize=9, mode="hide"),
+                         legend=dict(orientation="h", y=bars_top, yanchor="bottom", x=1, xanchor="right",
+                                     traceorder="normal"))
     return figure
 
 

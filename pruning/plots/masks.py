@@ -44,13 +44,14 @@ def downsample_mask(matrix: np.ndarray, max_cells: int = MASK_MAX_CELLS) -> tupl
     cells and the factors ``(fr, fc)``; ``(1, 1)`` means shown as is."""
     rows, cols = matrix.shape
     fr, fc = downsample_factors(rows, cols, max_cells)
-    values = matrix.astype(float)
     if fr == fc == 1:
-        return values, (1, 1)
-    padding = ((0, -rows % fr), (0, -cols % fc))
-    padded, counts = np.pad(values, padding), np.pad(np.ones_like(values), padding)
-    shape = (padded.shape[0] // fr, fr, padded.shape[1] // fc, fc)
-    return padded.reshape(shape).sum((1, 3)) / counts.reshape(shape).sum((1, 3)), (fr, fc)
+        return matrix.astype(float), (1, 1)
+    down, across = math.ceil(rows / fr), math.ceil(cols / fc)
+    padded = np.zeros((down * fr, across * fc), dtype=np.int32)
+    padded[:rows, :cols] = matrix
+    kept = padded.reshape(down, fr, across, fc).sum((1, 3))
+    covered = np.outer(np.minimum(fr, rows - fr * np.arange(down)), np.minimum(fc, cols - fc * np.arange(across)))
+    return kept / covered, (fr, fc)
 
 
 def block_boundaries(count: int, block_size: int, max_lines: int = MAX_BOUNDARY_LINES) -> tuple[list[float], int]:
@@ -184,7 +185,7 @@ def kernel_grid_figure(layer: str, keep) -> go.Figure:
     which = which.reshape(bands * band_height, -1)[:rows, :cols]
     channel_of = channel_of.reshape(bands * band_height, -1)[:rows, :cols]
     z = grid.astype(np.float32)  # NaN: the gaps between tiles
-    customdata = np.stack([which, channel_of], axis=-1).astype(np.int16)
+    customdata = np.stack([which, channel_of], axis=-1).astype(np.int8)  # at most 64 filters, 32 channels
     sparsity = 1.0 - float(array.mean())
     figure = go.Figure(
         go.Heatmap(z=z, customdata=customdata, zmin=0, zmax=1, colorscale=MASK_COLOURSCALE, showscale=False,
@@ -254,9 +255,10 @@ def mask_change_figure(layer: str, previous, current, max_cells: int = MASK_MAX_
     counts = code_counts(codes)
     figure = go.Figure(go.Heatmap(
         z=cells, x0=(fc - 1) / 2, dx=fc, y0=(fr - 1) / 2, dy=fr, zmin=-0.5, zmax=3.5,
-        colorscale=colourscale, customdata=np.array(names, dtype=object)[cells],
-        colorbar=dict(tickvals=[0, 1, 2, 3], ticktext=names, thickness=12),
-        hovertemplate="row ≈ %{y:.0f}<br>column ≈ %{x:.0f}<br>%{customdata}<extra></extra>",
+        colorscale=colourscale, colorbar=dict(tickvals=[0, 1, 2, 3], ticktext=names, thickness=12),
+        # a name per cell would be a Python string per cell to validate and send: the code is explained instead
+        hovertemplate="row ≈ %{y:.0f}<br>column ≈ %{x:.0f}<br>code %{z} ("
+                      + ", ".join(f"{code} {name}" for name, code in CHANGE_CODES.items()) + ")<extra></extra>",
     ))
     downsampled = (fr, fc) != (1, 1)
     figure.update_layout(

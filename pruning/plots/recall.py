@@ -137,17 +137,18 @@ def confusion_change_figure(class_names: list[str], dense_confusion, pruned_conf
 def display_pixels(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """Standardised images (N, C, H, W) back to 0..255 RGB (N, H, W, 3) for display: un-standardised
     with the dataset's per-channel mean/std (each image stretched to its own range when they are
-    unknown); one channel is repeated to grey."""
-    x = images.detach().cpu().double()
+    unknown); one channel is repeated to grey. In numpy: on a busy machine torch's threaded kernels
+    spent tens of milliseconds on these few small images."""
+    x = images.detach().cpu().double().numpy()
     if mean and std:
-        x = x * torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1) + torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+        x = x * np.asarray(std, dtype=float).reshape(1, -1, 1, 1) + np.asarray(mean, dtype=float).reshape(1, -1, 1, 1)
     else:
-        low = x.amin(dim=(1, 2, 3), keepdim=True)
-        x = (x - low) / (x.amax(dim=(1, 2, 3), keepdim=True) - low).clamp(min=1e-12)
-    x = x.clamp(0, 1)
+        low = x.min(axis=(1, 2, 3), keepdims=True)
+        x = (x - low) / np.maximum(x.max(axis=(1, 2, 3), keepdims=True) - low, 1e-12)
+    x = np.clip(x, 0, 1)
     if x.shape[1] == 1:
-        x = x.repeat(1, 3, 1, 1)
-    return (255 * x[:, :3]).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        x = np.repeat(x, 3, axis=1)
+    return np.rint(255 * x[:, :3]).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def flipped_images_figure(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], flips,
@@ -174,7 +175,7 @@ def flipped_images_figure(images: torch.Tensor, mean: tuple[float, ...], std: tu
                  f"<br><span style='font-size:10px'>true {class_names[flip.label]}</span>",
             font=dict(size=12),
         ))
-    return go.Figure(go.Image(source=png_data_uri(mosaic), hoverinfo="skip"), layout=dict(
+    return go.Figure(go.Image(source=png_data_uri(mosaic), zsmooth=False, hoverinfo="skip"), layout=dict(
         title=dict(text="Test images whose prediction pruning changed (dense → pruned)"
                         "<br><sup>classes whose recall fell most first; red: lost, green: gained, grey: a different wrong answer</sup>"),
         xaxis=dict(visible=False),
@@ -224,14 +225,20 @@ def gap_reach(gaps: np.ndarray) -> float:
     return next(step * power for step in AXIS_STEPS if step * power >= need - 1e-9)
 
 
+def translucent(colour: str, opacity: float) -> str:
+    """A palette colour ("#rrggbb") as a see-through fill."""
+    red, green, blue = (int(colour[position : position + 2], 16) for position in (1, 3, 5))
+    return f"rgba({red}, {green}, {blue}, {opacity})"
+
+
 def alpha_title(point: SweepPoint, dense_accuracy: float, classes: int) -> str:
     """A frame's title: α with its interval and verdict, the sparsity and both accuracies."""
-    shift = Intensification(*(math.nan if value is None else value for value in (point.alpha, point.ci_low, point.ci_high)),
-                            classes=classes, seeds=1)
-    alpha = ("α undefined" if math.isnan(shift.alpha) else f"α = {shift.alpha:.2f}"
-             + (f" (95% interval {shift.ci_low:.2f} to {shift.ci_high:.2f})" if math.isfinite(shift.ci_low) else ""))
-    return (f"Recall along the slider: {alpha} at {100 * point.sparsity:.1f}% sparsity"
-            f"<br><sup>{SHORT_VERDICTS[shift.verdict]} · pruned accuracy {100 * point.accuracy:.1f}% "
+    alpha, low, high = (math.nan if value is None else value for value in (point.alpha, point.ci_low, point.ci_high))
+    verdict = Intensification(alpha, low, high, classes=classes, seeds=1).verdict
+    shown = ("α undefined" if math.isnan(alpha) else f"α = {alpha:.2f}"
+             + (f" (95% interval {low:.2f} to {high:.2f})" if math.isfinite(low) else ""))
+    return (f"Recall along the slider: {shown} at {100 * point.sparsity:.1f}% sparsity"
+            f"<br><sup>{SHORT_VERDICTS[verdict]} · pruned accuracy {100 * point.accuracy:.1f}% "
             f"(dense {100 * dense_accuracy:.1f}%) · drag the scrubber below: every frame was computed once</sup>")
 
 
@@ -244,9 +251,10 @@ def recall_scrub_figure(sweep: SparsitySweep, active: int) -> go.Figure:
     d0 = 100 * relative_gaps(sweep.dense_recall, sweep.dense_accuracy).ravel()
     gaps = [100 * relative_gaps(point.per_class_recall, point.accuracy).ravel() for point in sweep.points]
     widest = max(gap_reach(np.concatenate([d0, dt])) for dt in gaps)
-    figure = make_subplots(rows=2, cols=2, horizontal_spacing=0.12, vertical_spacing=0.13, subplot_titles=(
-        "Recall gaps (% of accuracy): dotted y = x, red slope α", "Recall per class (%): grey dense, red pruned",
-        "Confusion matrix change (pruned − dense)", "α against sparsity (band: 95% interval)"))
+    figure = make_subplots(rows=2, cols=2, horizontal_spacing=0.14, vertical_spacing=0.12, subplot_titles=(
+        "Recall gaps (%): dotted y = x, red slope α", "Recall per class (%): dense grey, pruned red",
+        "Confusion change: true (rows) × predicted", "α against sparsity (%), 95% band"))
+    figure.update_annotations(font_size=13)
     positions = list(range(count))
     sparsities = [100 * point.sparsity for point in sweep.points]
 
@@ -274,7 +282,8 @@ def recall_scrub_figure(sweep: SparsitySweep, active: int) -> go.Figure:
     spanning = dict(mode="lines", x=[-widest, widest], hoverinfo="skip")
     ends = [-0.5, count - 0.5]
     traces = [  # (trace, row, col); the indices of MOVING are the frames' traces
-        (go.Scatter(y=[-widest, widest], name="y = x (gaps unchanged)", line=dict(color=DENSE_COLOUR, dash="dot"), **spanning), 1, 1),
+        (go.Scatter(y=[-widest, widest], name="y = x (gaps unchanged)", line=dict(color=DENSE_COLOUR, dash="dot"),
+                    **spanning), 1, 1),
         (start[0].update(mode="markers+text", name="class", text=names, textposition="top center", showlegend=False,
                          marker=dict(color=GAP_COLOUR, size=9), hovertemplate=GAP_HOVER), 1, 1),
         (start[1].update(line=dict(color=FIT_COLOUR), **spanning), 1, 1),
@@ -290,7 +299,7 @@ def recall_scrub_figure(sweep: SparsitySweep, active: int) -> go.Figure:
         (go.Scatter(x=sparsities, y=[finite_or_none(point.ci_high) for point in sweep.points], mode="lines",
                     line=dict(width=0), showlegend=False, hoverinfo="skip"), 2, 2),
         (go.Scatter(x=sparsities, y=[finite_or_none(point.ci_low) for point in sweep.points], mode="lines",
-                    line=dict(width=0), fill="tonexty", fillcolor="rgba(41, 128, 185, 0.18)", showlegend=False,
+                    line=dict(width=0), fill="tonexty", fillcolor=translucent(GAP_COLOUR, 0.18), showlegend=False,
                     hoverinfo="skip"), 2, 2),
         (go.Scatter(x=sparsities, y=[finite_or_none(point.alpha) for point in sweep.points], mode="lines",
                     line=dict(color=GAP_COLOUR), showlegend=False, name="α",
@@ -301,7 +310,8 @@ def recall_scrub_figure(sweep: SparsitySweep, active: int) -> go.Figure:
     for trace, row, col in traces:
         figure.add_trace(trace, row=row, col=col)
     x3, y3 = figure.layout.xaxis3.domain, figure.layout.yaxis3.domain
-    figure.update_traces(colorbar=dict(x=x3[1] + 0.01, y=(y3[0] + y3[1]) / 2, len=y3[1] - y3[0]), selector=dict(type="heatmap"))
+    figure.update_traces(colorbar=dict(x=x3[1] + 0.01, y=(y3[0] + y3[1]) / 2, len=y3[1] - y3[0]),
+                         selector=dict(type="heatmap"))
     alphas = [value for value in (finite_or_none(point.alpha) for point in sweep.points) if value is not None] or [1.0]
     low, high = min(0.0, *alphas), max(2.0, *alphas)
     figure.update_layout(
@@ -311,11 +321,11 @@ def recall_scrub_figure(sweep: SparsitySweep, active: int) -> go.Figure:
         xaxis=dict(title=dict(text="dense gap (%)"), zeroline=False),
         yaxis=dict(title=dict(text="pruned gap (%)"), zeroline=False),
         xaxis2=dict(tickvals=positions, ticktext=names, title=dict(text="class")),
-        xaxis3=dict(type="category", title=dict(text="predicted class")),
+        xaxis3=dict(type="category"),  # no titles under the lower row: the scrubber's label sits there
         yaxis3=dict(type="category", autorange="reversed", title=dict(text="true class")),
-        xaxis4=dict(range=[0, 100], title=dict(text="sparsity (% of prunable weights removed)")),
-        yaxis4=dict(range=[low - 0.1 * (high - low), high + 0.1 * (high - low)], title=dict(text="α")),
+        xaxis4=dict(range=[0, 100], dtick=20),
+        yaxis4=dict(range=[low - 0.1 * (high - low), high + 0.1 * (high - low)]),
     )
-    frames = [go.Frame(name=frame_name(point.target), data=moving(index), traces=list(MOVING), layout=frame_layout(index))
-              for index, point in enumerate(sweep.points)]
+    frames = [go.Frame(name=frame_name(point.target), data=moving(index), traces=list(MOVING),
+                       layout=frame_layout(index)) for index, point in enumerate(sweep.points)]
     return with_scrubber(figure, frames, active)

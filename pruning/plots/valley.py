@@ -1,10 +1,14 @@
-"""Figures of the Loss valley page: loss along the line from the dense to the pruned model, over
-a plane through both, and the error barrier between consecutive levels of iterative pruning."""
+"""Figures of the Loss valley page: loss along the line from the dense to the pruned model (at one
+sparsity, or scrubbed in the browser along a sparsity sweep), over a plane through both, and the
+error barrier between consecutive levels of iterative pruning."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from pruning.plots.palette import (
     BARRIER_COLOUR,
@@ -13,6 +17,11 @@ from pruning.plots.palette import (
     PRUNED_COLOUR,
     SPLIT_COLOURS,
 )
+from pruning.plots.scrub import frame_name, with_scrubber
+from pruning.sparsity_sweep import SparsitySweep, SweepPoint
+
+SCRUB_TITLE = "The line from dense to pruned, along the slider: drag the scrubber below"
+SPLITS = ("train", "test")
 
 
 def valley_line_figure(line) -> go.Figure:
@@ -43,7 +52,7 @@ def valley_line_figure(line) -> go.Figure:
     return figure
 
 
-def valley_plane_figure(plane) -> go.Figure:
+def valley_plane_figure(plane, title: str = "Train loss over the plane of dense, pruned and a random direction") -> go.Figure:
     """Contours of log10 of the train loss over the plane (a along pruned − dense, b along a
     filter-normalised random direction), with the dense and pruned models marked. A log scale
     keeps the valley floor readable next to the steep walls. ``plane``: a Plane."""
@@ -63,7 +72,7 @@ def valley_plane_figure(plane) -> go.Figure:
         textfont=dict(color="white"),
     ))
     figure.update_layout(
-        title="Train loss over the plane of dense, pruned and a random direction",
+        title=title,
         xaxis_title="a: along θ_pruned − θ_dense",
         yaxis_title="b: along a filter-normalised random direction" + (" (survivors only)" if plane.restricted else ""),
         height=460,
@@ -86,3 +95,80 @@ def level_barrier_figure(rows: list[dict]) -> go.Figure:
                          yaxis=dict(title="test error barrier (points)", rangemode="tozero"), height=320,
                          margin=dict(t=50, b=10))
     return figure
+
+
+def _scrub_subtitle(point: SweepPoint) -> str:
+    line = point.valley
+    dense, pruned = line.a.index(0.0), line.a.index(1.0)
+    return (f"{SCRUB_TITLE}<br><sup>at {100 * point.target:.1f}%: error barrier test {100 * line.barrier('test'):.2f} pts, "
+            f"train {100 * line.barrier('train'):.2f} pts · train loss dense → pruned {line.train_loss[dense]:.3g} → "
+            f"{line.train_loss[pruned]:.3g}</sup>")
+
+
+def valley_scrub_figure(sweep: SparsitySweep, active: int) -> go.Figure:
+    """The 1-D valley at every sparsity of ``sweep``, one frame per grid point, drawn at ``active``.
+    Left: train and test loss (log axis) and accuracy (right axis, dotted) along dense (a = 0) ->
+    pruned (a = 1). Right: the error barrier of both splits along the whole sweep, the current
+    point marked. The axes are fixed over all frames, so scrubbing shows the valley rise in place
+    instead of the axes rescaling. Frame ``i`` carries point ``i``'s LinePath unchanged (accuracy
+    in percent)."""
+    lines = [point.valley for point in sweep.points]
+    losses = [value for line in lines for split in SPLITS for value in getattr(line, f"{split}_loss") if value > 0]
+    low, high = (min(losses), max(losses)) if losses else (1e-3, 1.0)
+    barriers = {split: [100 * line.barrier(split) for line in lines] for split in SPLITS}
+    barrier_values = barriers["train"] + barriers["test"]
+    targets = [100 * point.target for point in sweep.points]
+    figure = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.12,
+                           specs=[[{"secondary_y": True}, {}]],
+                           subplot_titles=("Loss and accuracy along the line", "Error barrier along the slider"))
+
+    def moving(index: int) -> list[tuple[go.Scatter, int, bool]]:
+        """Point ``index``'s traces, each with its column and whether it is on the accuracy axis."""
+        line = sweep.points[index].valley
+        traces = []
+        for split in SPLITS:
+            colour = SPLIT_COLOURS[split]
+            traces.append((go.Scatter(x=line.a, y=getattr(line, f"{split}_loss"), name=f"{split} loss",
+                                      mode="lines+markers", line=dict(color=colour), marker=dict(size=5)), 1, False))
+            traces.append((go.Scatter(x=line.a, y=[100 * value for value in getattr(line, f"{split}_accuracy")],
+                                      name=f"{split} accuracy (%)", mode="lines", line=dict(color=colour, dash="dot")),
+                           1, True))
+        ends = [line.a.index(0.0), line.a.index(1.0)]
+        traces.append((go.Scatter(x=[0.0, 1.0], y=[line.train_loss[i] for i in ends], mode="markers+text",
+                                  text=["dense", "pruned"], textposition="top center", name="models (train loss)",
+                                  marker=dict(size=11, color=[DENSE_COLOUR, PRUNED_COLOUR], symbol=["circle", "x"])),
+                       1, False))
+        traces.append((go.Scatter(x=[targets[index]] * 2, y=[barriers["test"][index], barriers["train"][index]],
+                                  mode="markers", name="here", showlegend=False,
+                                  marker=dict(size=12, color=[SPLIT_COLOURS["test"], SPLIT_COLOURS["train"]],
+                                              line=dict(color="black", width=1)),
+                                  hovertemplate="%{x:.1f}%: %{y:.2f} pts<extra></extra>"), 2, False))
+        return traces
+
+    for trace, col, accuracy_axis in moving(active):
+        figure.add_trace(trace, row=1, col=col, secondary_y=accuracy_axis if col == 1 else None)
+    drawn = list(figure.data)  # the moving traces, with the axes make_subplots gave them
+
+    def frame(index: int) -> go.Frame:
+        data = [trace.update(xaxis=placed.xaxis, yaxis=placed.yaxis) for (trace, _, _), placed in zip(moving(index), drawn)]
+        return go.Frame(name=frame_name(sweep.points[index].target), data=data, traces=list(range(len(data))),
+                        layout=go.Layout(title_text=_scrub_subtitle(sweep.points[index])))
+
+    for split in SPLITS:
+        figure.add_trace(go.Scatter(x=targets, y=barriers[split], name=f"{split} error barrier", mode="lines",
+                                    line=dict(color=SPLIT_COLOURS[split], width=1.5), showlegend=False,
+                                    hovertemplate=f"{split}: %{{y:.2f}} pts at %{{x:.1f}}%<extra></extra>"),
+                         row=1, col=2)
+    frames = [frame(index) for index in range(len(sweep.points))]
+    for value in (0.0, 1.0):
+        figure.add_vline(x=value, line_dash="dot", line_color=MODEL_MARKER_LINE_COLOUR, row=1, col=1)
+    figure.update_xaxes(title_text="a  (θ_dense → θ_pruned)", row=1, col=1)
+    figure.update_yaxes(title_text="loss (cross-entropy, log)", type="log",
+                        range=[math.log10(low) - 0.1, math.log10(high) + 0.1], secondary_y=False, row=1, col=1)
+    figure.update_yaxes(title_text="accuracy (%)", range=[0, 100], showgrid=False, secondary_y=True, row=1, col=1)
+    figure.update_xaxes(title_text="sparsity (%)", range=[0, 100], row=1, col=2)
+    figure.update_yaxes(title_text="test / train error barrier (points)",
+                        range=[min(0.0, *barrier_values) - 1, max(1.0, *barrier_values) * 1.1 + 1], row=1, col=2)
+    figure.update_layout(title_text=_scrub_subtitle(sweep.points[active]), height=470, margin=dict(t=90, b=10),
+                         legend=dict(orientation="h", y=-0.25, x=0))
+    return with_scrubber(figure, frames, active)
