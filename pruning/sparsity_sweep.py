@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pruning.analysis.landscape import LinePath, fixed_batch, full_tensors, line_path
+from pruning.analysis.landscape import LINE_SPAN, LinePath, axis, changed, evaluate_points, fixed_batch, full_tensors
 from pruning.analysis.recall import intensification
 from pruning.cache import load_entry, save_entry
 from pruning.errors import BadInputError
@@ -36,7 +36,7 @@ FORMAT = 1
 DEFAULT_POINTS = 50
 TOP = 0.99
 VALLEY_POINTS = 11  # a over [-0.5, 1.5] (0 and 1 included)
-VALLEY_BATCH = 128  # fixed train and test samples the valley is evaluated on
+VALLEY_BATCH = 64  # fixed train and test samples the valley is evaluated on (each)
 
 
 def sparsity_grid(points: int = DEFAULT_POINTS, top: float = TOP) -> list[float]:
@@ -136,6 +136,8 @@ def compute_sweep(model: nn.Module, data, method_name: str, settings: dict, grid
     dense_tensors = full_tensors(model)
     train_batch = fixed_batch(data.x_train, data.y_train, VALLEY_BATCH, seed=seed)
     test_batch = fixed_batch(data.x_test, data.y_test, VALLEY_BATCH, seed=seed)
+    dense_ends = {split: evaluate_points(model, dense_tensors, *batch, position_weights=torch.ones(1, 1), vectorise=False)
+                  for split, batch in (("train", train_batch), ("test", test_batch))}
     scores = method.scores(model, settings, PruneContext(data=data, seed=seed)) if nested else None
     sweep = SparsitySweep(method_name, settings, nested, dense_evaluation.accuracy, dense_evaluation.loss,
                           dense_evaluation.per_class_recall, dense_evaluation.confusion.tolist(), list(data.class_names), {})
@@ -157,7 +159,7 @@ def compute_sweep(model: nn.Module, data, method_name: str, settings: dict, grid
         stats = model_stats(model, mask, data.input_shape, parameters=tensors)
         shift = intensification(dense_evaluation.per_class_recall, dense_evaluation.accuracy,
                                 evaluation.per_class_recall, evaluation.accuracy)
-        valley = line_path(model, dense_tensors, tensors, train_batch, test_batch, points=VALLEY_POINTS)
+        valley = valley_line(model, dense_tensors, tensors, train_batch, test_batch, dense_ends)
         sweep.layer_params = {layer.name: layer.params for layer in stats.layers}
         sweep.points.append(SweepPoint(
             target=target, sparsity=stats.sparsity, mask=mask, accuracy=evaluation.accuracy, loss=evaluation.loss,
@@ -169,6 +171,24 @@ def compute_sweep(model: nn.Module, data, method_name: str, settings: dict, grid
         progress(1.0, "done")
     sweep.seconds = time.perf_counter() - started
     return sweep
+
+
+def valley_line(model: nn.Module, dense: dict, pruned: dict, train_batch, test_batch, dense_ends: dict) -> LinePath:
+    """``landscape.line_path`` (same a grid and numbers) for the sweep, faster: the dense end
+    (a = 0, the same at every sparsity) is evaluated once, and the points run one forward pass
+    each (batching them through vmap was slower for convolutions: 150 against 250 ms for lenet5)."""
+    a = axis(LINE_SPAN, VALLEY_POINTS, must_include=(0.0, 1.0))
+    moving = [value for value in a if value != 0.0]
+    alpha = torch.tensor(moving, dtype=torch.float32)
+    weights = torch.stack([1 - alpha, alpha], dim=1)
+    line = {}
+    for split, (x, y) in (("train", train_batch), ("test", test_batch)):
+        loss, accuracy = evaluate_points(model, dense, x, y, positions=[changed(dense, pruned)], position_weights=weights,
+                                         vectorise=False)
+        zero = a.index(0.0)
+        line[f"{split}_loss"] = loss.tolist()[:zero] + dense_ends[split][0].tolist() + loss.tolist()[zero:]
+        line[f"{split}_accuracy"] = accuracy.tolist()[:zero] + dense_ends[split][1].tolist() + accuracy.tolist()[zero:]
+    return LinePath(a=a, **line)
 
 
 # --- the disk cache: masks packed to bits (a lenet5 sweep is about 3 MB) ---
