@@ -1,13 +1,30 @@
 """Loss valley page: is the pruned model in the same valley as the dense one? The loss along the
-straight line between them, over a plane around that line, and the sharpness of both minima."""
+straight line between them, over a plane around that line, and the sharpness of both minima.
+
+One-shot methods are live: the line at every sparsity of the method's sweep scrubs in the browser,
+and a coarse plane follows the slider on the server; the full-resolution plane and the Hessian
+stay behind a button. Methods that train run once behind a button, then the valley behind another."""
 
 import threading
 
 import streamlit as st
 
 import ui
-from pruning.analysis.valley import LossValley, level_barrier_rows, loss_valley
-from pruning.plots.valley import level_barrier_figure, valley_line_figure, valley_plane_figure
+from pruning.analysis.valley import (
+    COARSE_BATCH,
+    COARSE_GRID,
+    LossValley,
+    coarse_plane,
+    level_barrier_rows,
+    loss_valley,
+)
+from pruning.plots.valley import (
+    level_barrier_figure,
+    scrubber_at,
+    valley_line_figure,
+    valley_plane_figure,
+    valley_scrub_figure,
+)
 
 experiment = ui.current_experiment()
 st.title("Loss valley")
@@ -16,16 +33,17 @@ st.markdown(
     "Directional pruning (gRDA, sDprun) claims that the pruned model lies **in the same flat valley as the SGD "
     "minimum** it came from: on the straight line from the dense weights (a = 0) to the pruned ones (a = 1) the "
     "loss stays low and flat, with no barrier in between. One-shot magnitude pruning usually jumps out of the "
-    "valley: the loss rises along the line and the pruned point sits on a wall. The page opens on magnitude "
-    "(instant); choose **grda** or **sdprun** (they train, once, then are cached) to check the claim."
+    "valley: the loss rises along the line and the pruned point sits on a wall. The page opens on magnitude: its "
+    "line is computed once at every sparsity and scrubs in the browser, and a coarse plane follows the slider. "
+    "Choose **grda** or **sdprun** (they train, once, then are cached) to check the claim."
 )
 state = ui.dense_state(experiment)
 
 
 @st.cache_resource
 def _valley_store() -> dict:
-    """Computed valleys, shared by every session (the inputs fix the result)."""
-    return {"lock": threading.Lock(), "results": {}}
+    """Computed valleys and coarse planes, shared by every session (the inputs fix the result)."""
+    return {"lock": threading.Lock(), "results": {}, "coarse": {}}
 
 
 def show(valley: LossValley) -> None:
@@ -87,12 +105,16 @@ def levels_section(method, sparsity, settings: dict, batch_size: int) -> None:
 
 
 def valley_results(result, method_choices: tuple, grid: int, batch_size: int, restrict: bool,
-                   with_sharpness: bool) -> None:
-    """The valley for these choices: from the store, or computed behind the button."""
+                   with_sharpness: bool, live: bool = False) -> None:
+    """The valley for these choices: from the store, or computed behind the button. ``live``: a
+    coarse plane is shown until the button is pressed."""
     store = _valley_store()
     key = (experiment, *method_choices, grid, batch_size, restrict, with_sharpness)
     if key not in store["results"]:
-        if not st.button("Compute the loss valley", type="primary", key="valley.compute"):
+        if live:
+            coarse_section(result, method_choices, restrict)
+        label = "Compute the full-resolution plane" + (" and sharpness" if with_sharpness else "")
+        if not st.button(label if live else "Compute the loss valley", type="primary", key="valley.compute"):
             st.info(f"Press the button: {grid}² + 2 × {grid} evaluations on {batch_size} samples"
                     + (", then the Hessian at both points." if with_sharpness else "."))
             return
@@ -108,15 +130,54 @@ def valley_results(result, method_choices: tuple, grid: int, batch_size: int, re
     show(store["results"][key])
 
 
+def coarse_section(result, method_choices: tuple, restrict: bool) -> None:
+    """The plane at the slider's exact sparsity on a coarse grid and a small batch: about a second
+    on lenet5, kept for every session once computed."""
+    store = _valley_store()
+    key = (experiment, *method_choices, restrict)
+    if key not in store["coarse"]:
+        try:
+            with st.spinner(f"Coarse plane: {COARSE_GRID}² points on {COARSE_BATCH} train samples..."):
+                surface = coarse_plane(state.dense.model, result, state.data, experiment.seed, restrict=restrict)
+        except ui.USER_ERRORS as error:
+            st.error(str(error))
+            return
+        with store["lock"]:
+            store["coarse"][key] = surface
+    surface = store["coarse"][key]
+    st.plotly_chart(valley_plane_figure(surface, title=f"Train loss over the plane, coarse: {len(surface.a)} × "
+                                        f"{len(surface.b)} points on {COARSE_BATCH} train samples"),
+                    key="valley.coarse_plane")
+    st.caption("Live at the slider's sparsity: the plane through both models and a random direction (filter-normalised, "
+               "Li et al. 2018) on a coarse grid and a small fixed batch (drawn from the line's train batch). The button "
+               "computes it at the resolution and batch chosen on the left, with the Hessian sharpness.")
+
+
+def line_scrubber(method, sparsity: float, settings: dict) -> None:
+    """The line at every sparsity of the method's sweep, scrubbed in the browser, opened at the
+    grid point nearest the slider."""
+    sweep = ui.live_sweep(experiment, state, method, settings)
+    if sweep is None:
+        return
+    base = ui.scrub_figure("valley", sweep, lambda sweep: valley_scrub_figure(sweep, 0).to_dict())
+    st.plotly_chart(scrubber_at(base, sweep.nearest(sparsity)), key="valley.scrub")
+    st.caption(f"Computed once at {len(sweep.points)} sparsities, {len(sweep.points[0].valley.a)} points of the line "
+               "each, on fixed batches of train and test samples" + (f"; the grid {sweep.stopped}" if sweep.stopped else "")
+               + ": the scrubber redraws in the browser, with no server run. Loss on a log axis (solid), accuracy dotted "
+               "(right axis); flat and low between the two marks: the pruned point is in the dense model's valley.")
+
+
 @st.fragment
 def valley_view():
     controls, results = st.columns([1, 3], gap="large")
     with controls:
         method, sparsity = ui.method_and_sparsity("valley.", "Sparsity (fraction of prunable weights removed)", 0.9)
         grid = st.slider("Grid points per axis", 5, 41, 21, 2, key="valley.grid",
-                         help="a in [-0.5, 1.5] and the random direction in [-1, 1]; the plane costs grid² evaluations")
+                         help="of the computation behind the button: a in [-0.5, 1.5] and the random direction in "
+                         "[-1, 1]; the plane costs grid² evaluations")
         batch_size = st.select_slider("Evaluation batch (samples)", (64, 128, 256, 512, 1024), 256, key="valley.batch",
-                                      help="one fixed batch of the train split and one of the test split, the same at every point")
+                                      help="of the computation behind the button: one fixed batch of the train split and "
+                                      "one of the test split, the same at every point")
         restrict = st.toggle("Random direction among surviving weights only", key="valley.restrict",
                              help="zero on the weights the mask prunes: the plane stays inside the pruned subspace")
         with_sharpness = st.toggle("Sharpness (Hessian eigenvalue and trace)", value=True, key="valley.sharpness")
@@ -127,8 +188,15 @@ def valley_view():
         if result is None:
             return
     with results:
+        live = not method.trains
+        if live:
+            scrubber = st.container()  # filled last: the sweep may still be computing, the exact plane comes first
+            st.subheader(f"At exactly {100 * sparsity:g}% (the slider on the left)")
         valley_results(result, method_choices=(method.name, sparsity, tuple(sorted(settings.items()))), grid=grid,
-                       batch_size=batch_size, restrict=restrict, with_sharpness=with_sharpness)
+                       batch_size=batch_size, restrict=restrict, with_sharpness=with_sharpness, live=live)
+        if live:
+            with scrubber:
+                line_scrubber(method, sparsity, settings)
     levels_section(method, sparsity, settings, batch_size)
 
 

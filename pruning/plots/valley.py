@@ -118,9 +118,9 @@ def valley_scrub_figure(sweep: SparsitySweep, active: int) -> go.Figure:
     barriers = {split: [100 * line.barrier(split) for line in lines] for split in SPLITS}
     barrier_values = barriers["train"] + barriers["test"]
     targets = [100 * point.target for point in sweep.points]
-    figure = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.12,
+    figure = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.15,
                            specs=[[{"secondary_y": True}, {}]],
-                           subplot_titles=("Loss and accuracy along the line", "Error barrier along the slider"))
+                           subplot_titles=("Loss and accuracy along the line", "Error barrier along the slider: test, train"))
 
     def moving(index: int) -> list[tuple[go.Scatter, int, bool]]:
         """Point ``index``'s traces, each with its column and whether it is on the accuracy axis."""
@@ -165,10 +165,25 @@ def valley_scrub_figure(sweep: SparsitySweep, active: int) -> go.Figure:
     figure.update_xaxes(title_text="a  (θ_dense → θ_pruned)", row=1, col=1)
     figure.update_yaxes(title_text="loss (cross-entropy, log)", type="log",
                         range=[math.log10(low) - 0.1, math.log10(high) + 0.1], secondary_y=False, row=1, col=1)
-    figure.update_yaxes(title_text="accuracy (%)", range=[0, 100], showgrid=False, secondary_y=True, row=1, col=1)
+    figure.update_yaxes(title_text="accuracy (%, dotted)", range=[0, 100], tickmode="linear", tick0=0, dtick=20,
+                        showgrid=False, secondary_y=True, row=1, col=1)
     figure.update_xaxes(title_text="sparsity (%)", range=[0, 100], row=1, col=2)
-    figure.update_yaxes(title_text="test / train error barrier (points)",
+    figure.update_yaxes(title_text="error barrier (points)",
                         range=[min(0.0, *barrier_values) - 1, max(1.0, *barrier_values) * 1.1 + 1], row=1, col=2)
-    figure.update_layout(title_text=_scrub_subtitle(sweep.points[active]), height=470, margin=dict(t=90, b=10),
-                         legend=dict(orientation="h", y=-0.25, x=0))
+    figure.update_layout(title_text=_scrub_subtitle(sweep.points[active]), height=500, margin=dict(t=125, b=10),
+                         legend=dict(orientation="h", yanchor="bottom", y=1.07, x=0))
     return with_scrubber(figure, frames, active)
+
+
+def scrubber_at(figure: dict, active: int) -> go.Figure:
+    """``figure`` (a scrubber figure as a dict, e.g. ``valley_scrub_figure(...).to_dict()``) drawn
+    at frame ``active`` instead: its moving traces and title from that frame, its slider there.
+    Equal to building the figure at ``active``, in tens of milliseconds instead of half a second
+    (the parts are not validated again; they were when the figure was built), so a page can keep
+    one figure per sweep and still open the scrubber where its own slider stands. ``figure`` is
+    only read."""
+    frame = figure["frames"][active]
+    data = list(frame["data"]) + list(figure["data"][len(frame["data"]):])
+    slider = {**figure["layout"]["sliders"][0], "active": active}
+    layout = {**figure["layout"], **frame.get("layout", {}), "sliders": [slider]}
+    return go.Figure({"data": data, "layout": layout, "frames": figure["frames"]}, _validate=False)
