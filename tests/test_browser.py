@@ -225,7 +225,7 @@ def test_the_scrubber_redraws_in_the_browser_without_a_server_run(server, page):
     page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']", has_text="Model").click()
     page.get_by_role("option", name="mlp", exact=True).click()
     page.wait_for_selector("text=mlp on mnist-5k", timeout=180_000)
-    scrubber = page.locator(".js-plotly-plot", has_text="Along the slider")
+    scrubber = page.locator(".st-key-prune-scrub .js-plotly-plot", has_text="Along the slider")
     scrubber.wait_for(timeout=180_000)
     wait_for_run(page)
     label = scrubber.locator("text.slider-label").first  # the current value, before the step labels

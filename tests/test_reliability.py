@@ -126,9 +126,8 @@ def test_bad_input_after_training_is_one_line_in_the_cli(lenet5, capsys):
 )
 def test_bad_input_in_the_app_is_a_message_and_the_page_keeps_working(lenet5, widgets, pattern):
     at = start()
-    for kind, key, value in widgets:
-        getattr(at, kind)(key=key).set_value(value)
-    at.run()
+    for kind, key, value in widgets:  # one at a time: block size is shown once block granularity is chosen
+        getattr(at, kind)(key=key).set_value(value).run()
     assert not at.exception
     assert any(re.search(pattern, error.value) for error in at.error), [error.value for error in at.error]
     # the rest keeps working: back to a valid choice, the page prunes again

@@ -20,6 +20,7 @@ from pruning.plots.prune import layer_sparsity_figure
 from pruning.registry import get_method, method_names
 from pruning.selection import check_sparsity
 
+DEFAULT_SPARSITY = 0.9  # the slider's start, and where the scrubber opens (one figure for every session)
 experiment = ui.current_experiment()
 st.title("Masks")
 st.caption(f"{experiment.model} on {experiment.dataset} · imbalance {experiment.imbalance:g} · seed {experiment.seed}")
@@ -86,13 +87,13 @@ def layer_heatmaps(mask, names, parameters, granularity: str, block_size: int) -
                     st.caption(" ".join(notes))
 
 
-def sweep_scrubber(method, settings: dict, sparsity: float, shapes: dict) -> None:
+def sweep_scrubber(method, settings: dict, shapes: dict) -> None:
     """Every layer's mask along the whole slider, in the browser: computed once (in the background,
     after the exact view is drawn), then the scrubber redraws with no server run."""
     sweep = ui.live_sweep(experiment, state, method, settings)
     if sweep is None:
         return
-    figure = ui.scrub_figure("masks", sweep, lambda sweep: mask_scrub_figure(sweep, sweep.nearest(sparsity), shapes))
+    figure = ui.scrub_figure("masks", sweep, lambda sweep: mask_scrub_figure(sweep, sweep.nearest(DEFAULT_SPARSITY), shapes))
     st.plotly_chart(figure, key="masks.scrub")
     st.caption(f"Computed once at {len(sweep.points)} sparsities" + (f"; the grid {sweep.stopped}" if sweep.stopped else "")
                + ". Large layers are drawn as cells of several weights: a cell's shade is their kept fraction (16 "
@@ -152,7 +153,7 @@ def masks_view():
     controls, results = st.columns([1, 3], gap="large")
     with controls:
         method, sparsity = ui.method_and_sparsity(
-            "masks.", "Sparsity (fraction of prunable weights removed)", 0.9,
+            "masks.", "Sparsity (fraction of prunable weights removed)", DEFAULT_SPARSITY,
             help="Parameter ratio over Linear/Conv weights; for structured/block granularity a group ratio.",
         )
         settings = ui.checked_settings(method, prefix="masks.")
@@ -183,7 +184,7 @@ def masks_view():
     overlap_section(method, settings, sparsity, result, names)
     if not method.trains:
         with scrubber:
-            sweep_scrubber(method, settings, sparsity, shapes)
+            sweep_scrubber(method, settings, shapes)
 
 
 def overlap_section(method, settings: dict, sparsity: float | None, result, names) -> None:

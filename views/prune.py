@@ -28,6 +28,7 @@ from pruning.plots.prune import (
 from pruning.schedules import OneShot
 from pruning.train import steps_per_epoch
 
+DEFAULT_SPARSITY = 0.8  # the slider's start, and where the scrubber opens (one figure for every session)
 experiment = ui.current_experiment()
 st.title("Prune")
 st.caption(f"{experiment.model} on {experiment.dataset} · imbalance {experiment.imbalance:g} · seed {experiment.seed}")
@@ -141,13 +142,13 @@ def real_costs_panel(result: PruneResult, run: tuple) -> None:
                + "See the README, \"Exports\".")
 
 
-def scrub_section(method, settings: dict, sparsity: float) -> None:
+def scrub_section(method, settings: dict) -> None:
     """The whole slider in the browser: computed once (in the background, the exact result below
     already drawn), then the scrubber redraws without a server run."""
     sweep = ui.live_sweep(experiment, state, method, settings)
     if sweep is None:
         return
-    figure = ui.scrub_figure("prune", sweep, lambda sweep: prune_scrub_figure(sweep, sweep.nearest(sparsity)))
+    figure = ui.scrub_figure("prune", sweep, lambda sweep: prune_scrub_figure(sweep, sweep.nearest(DEFAULT_SPARSITY)))
     st.plotly_chart(figure, key="prune.scrub")
     st.caption(f"Computed once at {len(sweep.points)} sparsities"
                + (" (scored once, cut at each)" if sweep.nested else " (pruned anew at each: an iterative criterion)")
@@ -160,7 +161,7 @@ def pruning_panel():
     controls, results = st.columns([1, 3], gap="large")
     with controls:
         method, sparsity = ui.method_and_sparsity(
-            "", "Sparsity (fraction of prunable weights, or of neurons/filters/blocks, removed)", 0.8,
+            "", "Sparsity (fraction of prunable weights, or of neurons/filters/blocks, removed)", DEFAULT_SPARSITY,
             help="A parameter ratio for unstructured pruning; a channel or block ratio for structured/block.",
         )
         if not method.target_sparsity:
@@ -186,7 +187,7 @@ def pruning_panel():
             st.subheader(f"At exactly {100 * sparsity:g}% (the slider on the left)")
             show_result(result, sparsity)
             with scrubber:
-                scrub_section(method, settings, sparsity)
+                scrub_section(method, settings)
             return
         if not method.trains:
             per_epoch = steps_per_epoch(state.data, experiment.train.batch_size)
