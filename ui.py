@@ -357,15 +357,21 @@ def method_label(name: str) -> str:
     return f"{name} (trains)" if get_method(name).trains else name
 
 
+def method_picker(prefix: str, default: str = "magnitude") -> Method:
+    """A page's method selectbox (every method, key ``prefix + "method"``) with the chosen one's description."""
+    names = method_names()
+    method = get_method(st.selectbox("Method", names, index=names.index(default), key=f"{prefix}method",
+                                     format_func=method_label))
+    method_help(method)
+    return method
+
+
 def method_and_sparsity(prefix: str, label: str, value: float, maximum: float = 0.99, step: float = 0.01,
                         default: str = "magnitude", help: str | None = None) -> tuple[Method, float | None]:
     """A page's method selectbox (every method, with the chosen one's description; key
     ``prefix + "method"``) and, for a method that takes a target, its sparsity slider (key
     ``prefix + "sparsity"``); the sparsity is None for methods whose sparsity emerges."""
-    names = method_names()
-    method = get_method(st.selectbox("Method", names, index=names.index(default), key=f"{prefix}method",
-                                     format_func=method_label))
-    method_help(method)
+    method = method_picker(prefix, default)
     if not method.target_sparsity:
         return method, None
     return method, st.slider(label, 0.0, maximum, value, step, key=f"{prefix}sparsity", help=help)

@@ -36,6 +36,7 @@ SCRUB_PROBE = """() => {
     const plot = [...document.querySelectorAll('.js-plotly-plot')].find(gd => gd._transitionData && gd._transitionData._frames
         && gd._transitionData._frames.length > 1);
     if (!plot) return false;
+    plot.setAttribute('data-scrub', '1');
     window.__scrub = {start: null, painted: [], plot};
     document.addEventListener('mousedown', () => { window.__scrub.start = performance.now(); }, true);
     plot.on('plotly_animated', () => requestAnimationFrame(() => window.__scrub.painted.push(performance.now() - window.__scrub.start)));
@@ -60,7 +61,8 @@ def build_sweeps(env: dict, models: list[str]) -> dict[str, float]:
 async def scrub_times(page, session: Session, moves: int) -> list[float] | str:
     if not await page.evaluate(SCRUB_PROBE):
         return "no scrubber on this page"
-    rail = page.locator(".js-plotly-plot .slider-rail-rect").first
+    rail = page.locator("[data-scrub='1'] .slider-rail-rect").first
+    await rail.scroll_into_view_if_needed()
     box = await rail.bounding_box()
     messages = session.finished
     times = []
@@ -76,7 +78,7 @@ async def scrub_times(page, session: Session, moves: int) -> list[float] | str:
             await asyncio.sleep(0.01)
     if session.finished != messages:
         return "a scrub reached the server"
-    return times
+    return times or "no frame was painted after a click"
 
 
 async def slider_times(page, session: Session, moves: int, timeout: float) -> list[float] | str:

@@ -145,20 +145,35 @@ def mask_evolution(snapshots, names, shapes: dict) -> None:
             st.plotly_chart(figure, key=f"masks.change.{name}")
 
 
-@st.fragment
 def masks_view():
     model = state.dense.model
     names = prunable_weight_names(model)
     parameters = dict(model.named_parameters())
+    shapes = {name: tuple(parameters[name].shape) for name in names}
     controls, results = st.columns([1, 3], gap="large")
     with controls:
-        method, sparsity = ui.method_and_sparsity(
-            "masks.", "Sparsity (fraction of prunable weights removed)", DEFAULT_SPARSITY,
-            help="Parameter ratio over Linear/Conv weights; for structured/block granularity a group ratio.",
-        )
+        method = ui.method_picker("masks.")
         settings = ui.checked_settings(method, prefix="masks.")
-        if settings is None:
-            return
+    if settings is None:
+        return
+    scrubber = results.container()  # filled last: the sweep behind it may still be computing
+    exact_view(method, settings, names, parameters, shapes)
+    if not method.trains:
+        with scrubber:
+            sweep_scrubber(method, settings, shapes)
+
+
+@st.fragment
+def exact_view(method, settings: dict, names: list[str], parameters: dict, shapes: dict) -> None:
+    """The Streamlit slider and the masks at exactly its value: a fragment, so a move reruns only
+    this (the scrubber above is not sent again)."""
+    controls, results = st.columns([1, 3], gap="large")
+    with controls:
+        sparsity = None
+        if method.target_sparsity:
+            sparsity = st.slider("Sparsity (fraction of prunable weights removed)", 0.0, 0.99, DEFAULT_SPARSITY, 0.01,
+                                 key="masks.sparsity",
+                                 help="Parameter ratio over Linear/Conv weights; for structured/block granularity a group ratio.")
         result = ui.pruned_result(experiment, state, method, sparsity, settings, key="masks.run")
         if result is None:
             return
@@ -173,8 +188,6 @@ def masks_view():
         st.plotly_chart(layer_sparsity_figure(result.stats, target=sparsity), key="masks.layer_sparsity")
 
     st.subheader("Mask of every prunable layer")
-    shapes = {name: tuple(parameters[name].shape) for name in names}
-    scrubber = st.container()  # filled last: the sweep behind it may still be computing
     if not method.trains:
         st.markdown(f"**At exactly {100 * sparsity:g}%** (the slider on the left)")
     granularity = settings.get("granularity", "block" if "block_size" in settings else "unstructured")
@@ -182,9 +195,6 @@ def masks_view():
     if len(result.snapshots) > 1:
         mask_evolution(result.snapshots, names, shapes)
     overlap_section(method, settings, sparsity, result, names)
-    if not method.trains:
-        with scrubber:
-            sweep_scrubber(method, settings, shapes)
 
 
 def overlap_section(method, settings: dict, sparsity: float | None, result, names) -> None:

@@ -156,16 +156,38 @@ def scrub_section(method, settings: dict) -> None:
                + ": the scrubber redraws in the browser, with no server run.")
 
 
+SLIDER_LABEL = "Sparsity (fraction of prunable weights, or of neurons/filters/blocks, removed)"
+SLIDER_HELP = "A parameter ratio for unstructured pruning; a channel or block ratio for structured/block."
+
+
+def sparsity_slider(method) -> float | None:
+    if not method.target_sparsity:
+        st.caption(f"{method.name}'s sparsity emerges from its settings; there is no target to set.")
+        return None
+    return st.slider(SLIDER_LABEL, 0.0, 0.99, DEFAULT_SPARSITY, 0.01, key="sparsity", help=SLIDER_HELP)
+
+
 @st.fragment
+def exact_panel(method, settings: dict) -> None:
+    """The Streamlit slider and the result at exactly its value: a fragment, so a move reruns only
+    this (the scrubber above is not sent again)."""
+    controls, results = st.columns([1, 3], gap="large")
+    with controls:
+        sparsity = sparsity_slider(method)
+    with results:
+        try:
+            result = prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed)
+        except BadInputError as error:
+            st.error(str(error))
+            return
+        st.subheader(f"At exactly {100 * sparsity:g}% (the slider on the left)")
+        show_result(result, sparsity)
+
+
 def pruning_panel():
     controls, results = st.columns([1, 3], gap="large")
     with controls:
-        method, sparsity = ui.method_and_sparsity(
-            "", "Sparsity (fraction of prunable weights, or of neurons/filters/blocks, removed)", DEFAULT_SPARSITY,
-            help="A parameter ratio for unstructured pruning; a channel or block ratio for structured/block.",
-        )
-        if not method.target_sparsity:
-            st.caption(f"{method.name}'s sparsity emerges from its settings below; there is no target to set.")
+        method = ui.method_picker("")
         try:
             settings = ui.method_settings(method)
             if method.trains:
@@ -176,19 +198,15 @@ def pruning_panel():
         except BadInputError as error:
             st.error(str(error))
             return
+    if schedule.is_live and not method.trains:
+        scrubber = results.container()
+        exact_panel(method, settings)
+        with scrubber:
+            scrub_section(method, settings)
+        return
+    with controls:
+        sparsity = sparsity_slider(method)
     with results:
-        if schedule.is_live and not method.trains:
-            scrubber = st.container()
-            try:
-                result = prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed)
-            except BadInputError as error:
-                st.error(str(error))
-                return
-            st.subheader(f"At exactly {100 * sparsity:g}% (the slider on the left)")
-            show_result(result, sparsity)
-            with scrubber:
-                scrub_section(method, settings)
-            return
         if not method.trains:
             per_epoch = steps_per_epoch(state.data, experiment.train.batch_size)
             st.plotly_chart(schedule_preview_figure(schedule.curve(sparsity, experiment.train.epochs, per_epoch)),
