@@ -247,6 +247,25 @@ def scrub_figure(name: str, sweep: SparsitySweep, build):
     return store["figures"][key]
 
 
+def sweep_note(sweep: SparsitySweep) -> str:
+    """How a sweep was computed, for the caption under a scrubber."""
+    return (f"Computed once at {len(sweep.points)} sparsities"
+            + (" (scored once, cut at each)" if sweep.nested else " (pruned anew at each: an iterative criterion)")
+            + (f"; the grid {sweep.stopped}" if sweep.stopped else ""))
+
+
+def scrubber(name: str, experiment: Experiment, state: DenseState, method: Method, settings: dict, build,
+             note: str) -> SparsitySweep | None:
+    """A page's scrubber: the method's sweep (``live_sweep``), its figure ``build(sweep)`` made once
+    per server (``scrub_figure``), drawn with key ``name + ".scrub"`` and a caption ending in ``note``."""
+    sweep = live_sweep(experiment, state, method, settings)
+    if sweep is None:
+        return None
+    st.plotly_chart(scrub_figure(name, sweep, build), key=f"{name}.scrub")
+    st.caption(f"{sweep_note(sweep)}: the scrubber redraws in the browser, with no server run. {note}")
+    return sweep
+
+
 def current_experiment() -> Experiment:
     return st.session_state.get("experiment") or Experiment()
 

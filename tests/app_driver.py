@@ -18,6 +18,16 @@ def start(**choices) -> AppTest:
     return at.run()
 
 
+def open_page(view: str, **choices) -> AppTest:
+    """The app started with these sidebar choices, switched to ``views/<view>.py``, showing no
+    exception and no error."""
+    at = start(**choices)
+    assert not at.exception
+    at.switch_page(f"views/{view}.py").run()
+    assert not at.exception and not at.error
+    return at
+
+
 def figures(at) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
 

@@ -21,7 +21,7 @@ from pruning.report import sweep_row
 from pruning.sweep import run_sweep
 from pruning.train import TrainConfig, evaluate
 from tests.app_driver import figure_starting as figure
-from tests.app_driver import figures, metric, start
+from tests.app_driver import figures, metric, open_page
 
 DENSE_RECALL = np.array([0.95, 0.90, 0.97, 0.80, 0.88, 0.70, 0.93, 0.91, 0.75, 0.85])
 DENSE_ACCURACY = 0.87
@@ -198,11 +198,7 @@ TINY = Experiment(model="mlp", train=TrainConfig(epochs=1))
 
 @pytest.fixture(scope="module")
 def recall_page():
-    at = start(model="mlp", epochs=1)
-    assert not at.exception
-    at.switch_page("views/recall.py").run()
-    assert not at.exception and not at.error
-    return at
+    return open_page("recall", model="mlp", epochs=1)
 
 
 def test_recall_page_draws_the_gaps_the_bars_and_alpha(recall_page):

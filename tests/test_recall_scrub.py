@@ -22,7 +22,7 @@ from pruning.plots.scrub import frame_name
 from pruning.sparsity_sweep import sparsity_grid, sparsity_sweep
 from pruning.train import TrainConfig
 from tests.app_driver import figure_starting as figure
-from tests.app_driver import metric, start
+from tests.app_driver import metric, open_page
 
 TINY = Experiment(model="mlp", train=TrainConfig(epochs=1))
 GRID = [0.0, 0.5, 0.9, 0.99]
@@ -143,11 +143,7 @@ def test_flipped_images_travel_as_a_png_of_the_tiles():
 
 @pytest.fixture(scope="module")
 def recall_page():
-    at = start(model="mlp", epochs=1)
-    assert not at.exception
-    at.switch_page("views/recall.py").run()
-    assert not at.exception and not at.error
-    return at
+    return open_page("recall", model="mlp", epochs=1)
 
 
 def scrubber_spec(at) -> str:

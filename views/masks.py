@@ -90,14 +90,10 @@ def layer_heatmaps(mask, names, parameters, granularity: str, block_size: int) -
 def sweep_scrubber(method, settings: dict, shapes: dict) -> None:
     """Every layer's mask along the whole slider, in the browser: computed once (in the background,
     after the exact view is drawn), then the scrubber redraws with no server run."""
-    sweep = ui.live_sweep(experiment, state, method, settings)
-    if sweep is None:
-        return
-    figure = ui.scrub_figure("masks", sweep, lambda sweep: mask_scrub_figure(sweep, sweep.nearest(DEFAULT_SPARSITY), shapes))
-    st.plotly_chart(figure, key="masks.scrub")
-    st.caption(f"Computed once at {len(sweep.points)} sparsities" + (f"; the grid {sweep.stopped}" if sweep.stopped else "")
-               + ". Large layers are drawn as cells of several weights: a cell's shade is their kept fraction (16 "
-               "shades). The slider on the left gives any exact sparsity, drawn weight by weight below.")
+    ui.scrubber("masks", experiment, state, method, settings,
+                lambda sweep: mask_scrub_figure(sweep, sweep.nearest(DEFAULT_SPARSITY), shapes),
+                "Large layers are drawn as cells of several weights: a cell's shade is their kept fraction (16 shades). "
+                "The slider below gives any exact sparsity, drawn weight by weight.")
 
 
 def run_scrubber(snapshots, shapes: dict) -> None:

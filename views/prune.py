@@ -145,15 +145,9 @@ def real_costs_panel(result: PruneResult, run: tuple) -> None:
 def scrub_section(method, settings: dict) -> None:
     """The whole slider in the browser: computed once (in the background, the exact result below
     already drawn), then the scrubber redraws without a server run."""
-    sweep = ui.live_sweep(experiment, state, method, settings)
-    if sweep is None:
-        return
-    figure = ui.scrub_figure("prune", sweep, lambda sweep: prune_scrub_figure(sweep, sweep.nearest(DEFAULT_SPARSITY)))
-    st.plotly_chart(figure, key="prune.scrub")
-    st.caption(f"Computed once at {len(sweep.points)} sparsities"
-               + (" (scored once, cut at each)" if sweep.nested else " (pruned anew at each: an iterative criterion)")
-               + (f"; the grid {sweep.stopped}" if sweep.stopped else "")
-               + ": the scrubber redraws in the browser, with no server run.")
+    ui.scrubber("prune", experiment, state, method, settings,
+                lambda sweep: prune_scrub_figure(sweep, sweep.nearest(DEFAULT_SPARSITY)),
+                "The slider below gives any exact sparsity.")
 
 
 SLIDER_LABEL = "Sparsity (fraction of prunable weights, or of neurons/filters/blocks, removed)"

@@ -85,16 +85,9 @@ def method_controls() -> tuple[Method, dict | None]:
 
 def scrubber(method: Method, settings: dict) -> None:
     """Every panel but the images along the whole slider, sent once and scrubbed in the browser."""
-    sweep = ui.live_sweep(experiment, state, method, settings)
-    if sweep is None:
-        return
-    figure = ui.scrub_figure("recall", sweep, lambda sweep: recall_scrub_figure(sweep, sweep.nearest(DEFAULT_SPARSITY)))
-    st.plotly_chart(figure, key="recall.scrub")
-    st.caption(f"Computed once at {len(sweep.points)} sparsities"
-               + (" (scored once, cut at each)" if sweep.nested else " (pruned anew at each: an iterative criterion)")
-               + (f"; the grid {sweep.stopped}" if sweep.stopped else "")
-               + ": the scrubber redraws in the browser. For an exact sparsity, with the test images whose prediction "
-               "changed, use the slider below.")
+    ui.scrubber("recall", experiment, state, method, settings,
+                lambda sweep: recall_scrub_figure(sweep, sweep.nearest(DEFAULT_SPARSITY)),
+                "For an exact sparsity, with the test images whose prediction changed, use the slider below.")
 
 
 @st.cache_resource
