@@ -8,6 +8,7 @@ The engine (``pruning/``) never imports streamlit; everything streamlit-specific
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -172,15 +173,18 @@ def _train_with_progress(experiment: Experiment) -> DenseModel:
         return train_dense(experiment, progress=report)
 
 
+SWEEPS_KEPT = 8  # sweeps held in memory per server (each holds 50 masks); older ones are read from disk again
+
+
 @st.cache_resource
 def _sweep_store() -> dict:
-    return {"lock": threading.Lock(), "sweeps": {}, "jobs": {}, "figures": {}}
+    return {"lock": threading.Lock(), "sweeps": OrderedDict(), "jobs": {}, "figures": {}}
 
 
 @dataclass
 class SweepJob:
-    """A sweep computing in a background thread: a page's rerun (the user moving a widget) stops
-    the page's script, not the computation, and every session waits on the same one."""
+    """A sweep computing in a background thread: the pages never wait for it (a widget must stay
+    live while it runs), they poll it; every session asking for the same sweep shares the job."""
 
     fraction: float = 0.0
     message: str = "starting"
@@ -188,37 +192,40 @@ class SweepJob:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+def sweep_key(experiment: Experiment, method: Method, settings: dict) -> tuple:
+    return experiment, method.name, tuple(sorted(settings.items()))
+
+
 def live_sweep(experiment: Experiment, state: DenseState, method: Method, settings: dict) -> SparsitySweep | None:
-    """The method's results along the whole sparsity slider, which the pages' scrubbers draw in
-    the browser: from memory, from the disk cache, or computed once per server in the background
-    while this page shows a progress bar (call it after the page's own content is drawn). None
-    for a method that trains (its run is scrubbed instead) or when the computation failed."""
+    """The method's results along the whole sparsity slider, for the pages' scrubbers: from
+    memory, from the disk cache, or computed once per server in a background thread. Never
+    waits: None, with a progress bar (or the error) shown, while it computes; None for a method
+    that trains (its run is scrubbed instead). ``scrubber`` polls it."""
     if method.trains:
         return None
-    key = (experiment, method.name, tuple(sorted(settings.items())))
+    key = sweep_key(experiment, method, settings)
     store = _sweep_store()
     with store["lock"]:
+        if key in store["sweeps"]:
+            store["sweeps"].move_to_end(key)
+            return store["sweeps"][key]
         job = store["jobs"].get(key)
-        if key not in store["sweeps"] and job is None:
+        if job is None:
+            thread = threading.Thread(target=_build_sweep, args=(store, key, experiment, state.dense.model, method.name,
+                                                                 settings), daemon=True)
             job = store["jobs"][key] = SweepJob()
-            threading.Thread(target=_build_sweep, args=(store, key, job, experiment, state.dense.model, method.name,
-                                                        settings), daemon=True).start()
-    if key not in store["sweeps"] and not job.done.is_set():
-        bar = st.progress(job.fraction, text=f"Computing {method.name} along the slider, once for every session: "
-                                             f"{job.message}")
-        while not job.done.wait(0.25):
-            bar.progress(min(max(job.fraction, 0.0), 1.0), text=f"Computing {method.name} along the slider, once for "
-                                                                f"every session: {job.message}")
-        bar.empty()
-    if job is not None and job.error:
+            thread.start()
+    if job.error:  # kept: the same choice fails the same way; another choice starts its own job
         st.error(job.error)
-        with store["lock"]:
-            store["jobs"].pop(key, None)  # asked again, it runs again
-        return None
-    return store["sweeps"].get(key)
+    else:
+        st.progress(min(max(job.fraction, 0.0), 1.0),
+                    text=f"Computing {method.name} along the slider, once for every session: {job.message}")
+    return None
 
 
-def _build_sweep(store, key, job: SweepJob, experiment, dense, method_name, settings) -> None:
+def _build_sweep(store, key, experiment, dense, method_name, settings) -> None:
+    job = store["jobs"][key]
+
     def report(fraction, message):
         job.fraction, job.message = fraction, message
 
@@ -226,25 +233,31 @@ def _build_sweep(store, key, job: SweepJob, experiment, dense, method_name, sett
         sweep = sparsity_sweep(experiment, method_name, settings, dense=dense, progress=report)
         with store["lock"]:
             store["sweeps"][key] = sweep
+            store["jobs"].pop(key, None)
+            while len(store["sweeps"]) > SWEEPS_KEPT:
+                old, _ = store["sweeps"].popitem(last=False)
+                for name in [name for name in store["figures"] if name[1] == old]:
+                    del store["figures"][name]
     except USER_ERRORS as error:
         job.error = str(error)
-    except Exception as error:  # shown in the page that waits; the server goes on
+    except Exception as error:  # shown in the pages that poll it; the server goes on
         job.error = f"computing along the slider failed: {error}"
     finally:
         job.done.set()
 
 
-def scrub_figure(name: str, sweep: SparsitySweep, build):
+def scrub_figure(name: str, sweep: SparsitySweep, build, key: tuple):
     """A page's scrubber figure of ``sweep``, built once per server by ``build(sweep)`` (fifty
     frames take a few hundred milliseconds: the Streamlit slider's reruns must not pay for it
-    again). The figure is only read afterwards (``st.plotly_chart`` copies it)."""
+    again); ``key`` is the sweep's. The figure is only read afterwards (``st.plotly_chart`` copies it)."""
     store = _sweep_store()
-    key = (name, id(sweep))
-    if key not in store["figures"]:
+    with store["lock"]:
+        figure = store["figures"].get((name, key))
+    if figure is None:
         figure = build(sweep)
         with store["lock"]:
-            store["figures"][key] = figure
-    return store["figures"][key]
+            figure = store["figures"].setdefault((name, key), figure)
+    return figure
 
 
 def sweep_note(sweep: SparsitySweep) -> str:
@@ -255,15 +268,26 @@ def sweep_note(sweep: SparsitySweep) -> str:
 
 
 def scrubber(name: str, experiment: Experiment, state: DenseState, method: Method, settings: dict, build,
-             note: str) -> SparsitySweep | None:
+             note: str, place=None) -> None:
     """A page's scrubber: the method's sweep (``live_sweep``), its figure ``build(sweep)`` made once
-    per server (``scrub_figure``), drawn with key ``name + ".scrub"`` and a caption ending in ``note``."""
-    sweep = live_sweep(experiment, state, method, settings)
-    if sweep is None:
-        return None
-    st.plotly_chart(scrub_figure(name, sweep, build), key=f"{name}.scrub")
-    st.caption(f"{sweep_note(sweep)}: the scrubber redraws in the browser, with no server run. {note}")
-    return sweep
+    per server (``scrub_figure``; ``place(figure, sweep)``, if given, opens it elsewhere per run),
+    drawn with key ``name + ".scrub"`` and a caption ending in ``note``. While the sweep computes,
+    a fragment polls it twice a second (the page's own widgets stay live), then the whole page
+    runs once more to draw it."""
+    key = sweep_key(experiment, method, settings)
+    pending = not method.trains and key not in _sweep_store()["sweeps"]
+
+    def draw() -> None:
+        sweep = live_sweep(experiment, state, method, settings)
+        if sweep is None:
+            return
+        if pending:
+            st.rerun(scope="app")  # ready: draw it in a run that does not poll
+        figure = scrub_figure(name, sweep, build, key)
+        st.plotly_chart(place(figure, sweep) if place else figure, key=f"{name}.scrub")
+        st.caption(f"{sweep_note(sweep)}: the scrubber redraws in the browser, with no server run. {note}")
+
+    st.fragment(draw, run_every=0.5 if pending else None)()
 
 
 def current_experiment() -> Experiment:

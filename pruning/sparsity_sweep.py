@@ -35,7 +35,7 @@ from pruning.train import Progress, evaluate
 FORMAT = 1
 DEFAULT_POINTS = 50
 TOP = 0.99
-VALLEY_POINTS = 11  # a over [-0.5, 1.5] (0 and 1 included)
+VALLEY_POINTS = 11  # even steps of a over [-0.5, 1.5]; with a = 0 and 1 added the line has 13 points
 VALLEY_BATCH = 64  # fixed train and test samples the valley is evaluated on (each)
 
 
@@ -99,10 +99,6 @@ def sweep_path(experiment: Experiment, method_name: str, settings: dict, grid: l
     return variant_path(experiment, f"sweeps/{method_name}", choices)
 
 
-def is_sweep_cached(experiment: Experiment, method_name: str, settings: dict, grid: list[float] | None = None) -> bool:
-    return sweep_path(experiment, method_name, settings, grid or sparsity_grid()).exists()
-
-
 def sparsity_sweep(experiment: Experiment, method_name: str, overrides: dict | None = None,
                    grid: list[float] | None = None, dense: nn.Module | None = None, progress: Progress | None = None,
                    use_cache: bool = True) -> SparsitySweep:
@@ -160,7 +156,7 @@ def compute_sweep(model: nn.Module, data, method_name: str, settings: dict, grid
         shift = intensification(dense_evaluation.per_class_recall, dense_evaluation.accuracy,
                                 evaluation.per_class_recall, evaluation.accuracy)
         valley = valley_line(model, dense_tensors, tensors, train_batch, test_batch, dense_ends)
-        sweep.layer_params = {layer.name: layer.params for layer in stats.layers}
+        sweep.layer_params = sweep.layer_params or {layer.name: layer.params for layer in stats.layers}
         sweep.points.append(SweepPoint(
             target=target, sparsity=stats.sparsity, mask=mask, accuracy=evaluation.accuracy, loss=evaluation.loss,
             per_class_recall=evaluation.per_class_recall, confusion=evaluation.confusion.tolist(), alpha=shift.alpha,

@@ -1,6 +1,7 @@
 """Driving the app headless with AppTest: start it with sidebar choices, read its figures and metrics."""
 
 import json
+import time
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -15,7 +16,18 @@ def start(**choices) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=240)
     for key, value in choices.items():
         at.session_state[key] = value
-    return at.run()
+    return settle(at.run())
+
+
+def settle(at, tries: int = 240) -> AppTest:
+    """Run ``at`` again until no sweep along the slider is computing (the pages poll it in a
+    fragment on a timer, which AppTest does not run): then the scrubbers are drawn."""
+    for _ in range(tries):
+        if not any("along the slider" in (bar.proto.text or "") for bar in at.get("progress")):
+            return at
+        time.sleep(0.5)
+        at.run()
+    raise AssertionError("a sweep along the slider is still computing")
 
 
 def open_page(view: str, **choices) -> AppTest:
@@ -23,7 +35,7 @@ def open_page(view: str, **choices) -> AppTest:
     exception and no error."""
     at = start(**choices)
     assert not at.exception
-    at.switch_page(f"views/{view}.py").run()
+    settle(at.switch_page(f"views/{view}.py").run())
     assert not at.exception and not at.error
     return at
 

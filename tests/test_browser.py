@@ -105,6 +105,9 @@ def test_slider_reprunes_live_in_a_real_browser(server, page):
     assert metric_value(page, "Sparsity achieved") == "90.00%"
     assert float(metric_value(page, "Compression").rstrip("x")) > float(compression_before.rstrip("x"))
     titles = page.locator(".js-plotly-plot .gtitle")
+    # the sweep finishing in the background reruns the page once: let replaced charts go first
+    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot .gtitle')]"
+                           ".filter(e => e.textContent.includes('Sparsity per layer')).length === 1", timeout=60_000)
     assert titles.filter(has_text="Sparsity per layer").count() == 1
     assert titles.filter(has_text="Recall per class").count() == 1
     assert page.locator("[data-testid='stException']").count() == 0
@@ -225,9 +228,10 @@ def test_the_scrubber_redraws_in_the_browser_without_a_server_run(server, page):
     page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']", has_text="Model").click()
     page.get_by_role("option", name="mlp", exact=True).click()
     page.wait_for_selector("text=mlp on mnist-5k", timeout=180_000)
-    scrubber = page.locator(".st-key-prune-scrub .js-plotly-plot", has_text="Along the slider")
-    scrubber.wait_for(timeout=180_000)
+    scrubbers = page.locator(".st-key-prune-scrub .js-plotly-plot", has_text="Along the slider")
+    scrubbers.last.wait_for(timeout=180_000)  # drawn once the sweep is ready (the page polls it)
     wait_for_run(page)
+    scrubber = scrubbers.last  # a replaced chart can linger for a moment beside the new one
     label = scrubber.locator("text.slider-label").first  # the current value, before the step labels
     numbers = scrubber.locator("text.number")
     before = (label.text_content(), [numbers.nth(index).text_content() for index in range(4)])

@@ -31,7 +31,7 @@ from pruning.plots.palette import CHANGE_COLOURS
 from pruning.plots.scrub import frame_name
 from pruning.sparsity_sweep import sparsity_grid, sparsity_sweep
 from pruning.train import TrainConfig
-from tests.app_driver import figures, start
+from tests.app_driver import figures, settle, start
 
 LENET5 = {"conv1.weight": (20, 1, 5, 5), "conv2.weight": (50, 20, 5, 5), "fc1.weight": (500, 800), "fc2.weight": (10, 500)}
 MLP = {"fc1.weight": (300, 784), "fc2.weight": (100, 300), "fc3.weight": (10, 100)}
@@ -164,7 +164,7 @@ def test_run_scrubber_colours_what_changed_between_snapshots():
 
 def test_masks_page_shows_the_scrubber_for_magnitude(mlp_sweep):
     at = start(model="mlp", epochs=1)
-    at.switch_page("views/masks.py").run()
+    settle(at.switch_page("views/masks.py").run())
     assert not at.exception
     scrubbers = [spec for spec in figures(at) if spec["layout"].get("meta", {}).get("kind") == "mask scrub"]
     assert len(scrubbers) == 1

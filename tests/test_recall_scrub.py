@@ -22,7 +22,7 @@ from pruning.plots.scrub import frame_name
 from pruning.sparsity_sweep import sparsity_grid, sparsity_sweep
 from pruning.train import TrainConfig
 from tests.app_driver import figure_starting as figure
-from tests.app_driver import metric, open_page
+from tests.app_driver import metric, open_page, settle
 
 TINY = Experiment(model="mlp", train=TrainConfig(epochs=1))
 GRID = [0.0, 0.5, 0.9, 0.99]
@@ -175,7 +175,7 @@ def test_the_exact_slider_leaves_the_scrubber_alone_and_returns_the_same_numbers
 
 
 def test_the_scrubber_follows_the_method(recall_page):
-    recall_page.selectbox(key="recall.method").set_value("random").run()
+    settle(recall_page.selectbox(key="recall.method").set_value("random").run())
     assert not recall_page.exception and not recall_page.error
     spec = figure(recall_page, TITLE)
     assert_frame_matches(spec, 10, sparsity_sweep(TINY, "random"))

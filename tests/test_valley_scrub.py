@@ -17,7 +17,7 @@ from pruning.plots.valley import SCRUB_TITLE, scrubber_at, valley_scrub_figure
 from pruning.registry import get_method
 from pruning.sparsity_sweep import VALLEY_BATCH, VALLEY_POINTS, compute_sweep
 from pruning.train import TrainConfig
-from tests.app_driver import figure_starting, figures, start
+from tests.app_driver import figure_starting, figures, settle, start
 
 EXPERIMENT = Experiment(dataset="digits", model="mlp", train=TrainConfig(epochs=1))
 LINE_TRACES = (("train loss", "train_loss", 1), ("train accuracy (%)", "train_accuracy", 100),
@@ -102,7 +102,7 @@ def test_coarse_plane_is_the_plane_on_the_small_fixed_batch(trained, restrict):
 
 def test_loss_valley_page_scrubs_without_a_button():
     at = start(model="mlp", epochs=1)
-    at.switch_page("views/valley.py").run()
+    settle(at.switch_page("views/valley.py").run())
     assert not at.exception and not at.error
     assert at.selectbox(key="valley.method").value == "magnitude"
     line = figure_starting(at, SCRUB_TITLE)

@@ -156,15 +156,10 @@ def coarse_section(result, method_choices: tuple, restrict: bool) -> None:
 def line_scrubber(method, sparsity: float, settings: dict) -> None:
     """The line at every sparsity of the method's sweep, scrubbed in the browser, opened at the
     grid point nearest the slider."""
-    sweep = ui.live_sweep(experiment, state, method, settings)
-    if sweep is None:
-        return
-    base = ui.scrub_figure("valley", sweep, lambda sweep: valley_scrub_figure(sweep, 0).to_dict())
-    st.plotly_chart(scrubber_at(base, sweep.nearest(sparsity)), key="valley.scrub")
-    st.caption(f"Computed once at {len(sweep.points)} sparsities, {len(sweep.points[0].valley.a)} points of the line "
-               "each, on fixed batches of train and test samples" + (f"; the grid {sweep.stopped}" if sweep.stopped else "")
-               + ": the scrubber redraws in the browser, with no server run. Loss on a log axis (solid), accuracy dotted "
-               "(right axis); flat and low between the two marks: the pruned point is in the dense model's valley.")
+    ui.scrubber("valley", experiment, state, method, settings, lambda sweep: valley_scrub_figure(sweep, 0).to_dict(),
+                "The line at each: fixed batches of train and test samples; loss on a log axis (solid), accuracy dotted "
+                "(right axis); flat and low between the two marks: the pruned point is in the dense model's valley.",
+                place=lambda base, sweep: scrubber_at(base, sweep.nearest(sparsity)))
 
 
 @st.fragment

@@ -31,8 +31,9 @@ from pruning.train import Progress, progress_stage
 
 # The live plane: the a values of the sweep's line (so its b = 0 row sits on the scrubbed train
 # curve's grid) on 64 fixed train samples, the sweep's train batch or its first samples
-# (``fixed_batch`` takes a prefix of one seeded permutation). 121 points x 64 samples take about a
-# second of one CPU core on lenet5 and a tenth of one on the MLP; 128 samples would double that.
+# (``fixed_batch`` takes a prefix of one seeded permutation). 143 points (13 x 11: the a axis keeps
+# 0 and 1) x 64 samples take about a second of one CPU core on lenet5 and a tenth of one on the
+# MLP; 128 samples would double that.
 COARSE_GRID = VALLEY_POINTS
 COARSE_BATCH = min(64, VALLEY_BATCH)
 COARSE_SAMPLES_PER_CHUNK = 512  # grid points x samples per vmap chunk: measured fastest on CPU for lenet5 and the MLP
