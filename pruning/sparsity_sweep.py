@@ -26,8 +26,8 @@ from pruning.cache import load_entry, save_entry
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, train_dense, variant_path
 from pruning.masks import Mask
-from pruning.methods.base import PruneContext
-from pruning.metrics import model_stats
+from pruning.methods.base import PruneContext, PruneOutcome
+from pruning.pipeline import measure
 from pruning.registry import get_method
 from pruning.selection import check_sparsity
 from pruning.train import Progress, evaluate
@@ -150,9 +150,8 @@ def compute_sweep(model: nn.Module, data, method_name: str, settings: dict, grid
                 raise
             sweep.stopped = f"stops at {100 * sweep.points[-1].target:.1f}%: at {100 * target:.1f}% {error}"
             break
-        tensors = mask.masked_parameters(model)
-        evaluation = evaluate(model, data.x_test, data.y_test, data.num_classes, parameters=tensors)
-        stats = model_stats(model, mask, data.input_shape, parameters=tensors)
+        result = measure(model, data, method_name, settings, target, PruneOutcome(mask), time.perf_counter())
+        tensors, evaluation, stats = result.pruned_tensors, result.pruned, result.stats
         shift = intensification(dense_evaluation.per_class_recall, dense_evaluation.accuracy,
                                 evaluation.per_class_recall, evaluation.accuracy)
         valley = valley_line(model, dense_tensors, tensors, train_batch, test_batch, dense_ends)
