@@ -7,6 +7,7 @@ The engine (``pruning/``) never imports streamlit; everything streamlit-specific
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -174,6 +175,17 @@ def _train_with_progress(experiment: Experiment) -> DenseModel:
 
 
 SWEEPS_KEPT = 8  # sweeps held in memory per server (each holds 50 masks); older ones are read from disk again
+_STOPPING = threading.Event()  # set at exit: a running sweep stops at its next grid point
+_SWEEP_THREADS: set[threading.Thread] = set()
+
+
+@atexit.register
+def _stop_sweeps() -> None:
+    """At interpreter exit, stop the sweeps still computing and wait for them (briefly): a thread
+    left inside torch while the interpreter finalises aborts the process."""
+    _STOPPING.set()
+    for thread in list(_SWEEP_THREADS):
+        thread.join(timeout=30)
 
 
 @st.cache_resource
@@ -214,6 +226,7 @@ def live_sweep(experiment: Experiment, state: DenseState, method: Method, settin
             thread = threading.Thread(target=_build_sweep, args=(store, key, experiment, state.dense.model, method.name,
                                                                  settings), daemon=True)
             job = store["jobs"][key] = SweepJob()
+            _SWEEP_THREADS.add(thread)
             thread.start()
     if job.error:  # kept: the same choice fails the same way; another choice starts its own job
         st.error(job.error)
@@ -227,6 +240,8 @@ def _build_sweep(store, key, experiment, dense, method_name, settings) -> None:
     job = store["jobs"][key]
 
     def report(fraction, message):
+        if _STOPPING.is_set():
+            raise RuntimeError("the server is stopping")
         job.fraction, job.message = fraction, message
 
     try:
@@ -244,6 +259,7 @@ def _build_sweep(store, key, experiment, dense, method_name, settings) -> None:
         job.error = f"computing along the slider failed: {error}"
     finally:
         job.done.set()
+        _SWEEP_THREADS.discard(threading.current_thread())
 
 
 def scrub_figure(name: str, sweep: SparsitySweep, build, key: tuple):

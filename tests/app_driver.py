@@ -9,14 +9,15 @@ from streamlit.testing.v1 import AppTest
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
 
-def start(**choices) -> AppTest:
+def start(wait_for_sweeps: bool = True, **choices) -> AppTest:
     """The app after its first run with these sidebar choices. The sidebar lives in app.py
     (the st.navigation entrypoint), whose widgets AppTest only lets a test set before the first
     run, through session state; changing them mid-session is covered by the browser test."""
     at = AppTest.from_file(str(APP), default_timeout=240)
     for key, value in choices.items():
         at.session_state[key] = value
-    return settle(at.run())
+    at.run()
+    return settle(at) if wait_for_sweeps else at
 
 
 def settle(at, tries: int = 240) -> AppTest:

@@ -390,7 +390,7 @@ def test_sessions_opening_an_untrained_model_at_once_train_it_once(fresh_cache):
 
     def open_app(_):
         barrier.wait()
-        return start(model="mlp", epochs=1, seed=7)
+        return start(wait_for_sweeps=False, model="mlp", epochs=1, seed=7)  # the first run, with its training status
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         sessions = list(pool.map(open_app, range(2)))
