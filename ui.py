@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -175,6 +176,7 @@ def _train_with_progress(experiment: Experiment) -> DenseModel:
 
 
 SWEEPS_KEPT = 8  # sweeps held in memory per server (each holds 50 masks); older ones are read from disk again
+SWEEP_RETRY_S = 30  # a failed sweep is asked again after this long
 _STOPPING = threading.Event()  # set at exit: a running sweep stops at its next grid point
 _SWEEP_THREADS: set[threading.Thread] = set()
 
@@ -202,6 +204,7 @@ class SweepJob:
     message: str = "starting"
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    finished_at: float = 0.0
 
 
 def sweep_key(experiment: Experiment, method: Method, settings: dict) -> tuple:
@@ -222,13 +225,15 @@ def live_sweep(experiment: Experiment, state: DenseState, method: Method, settin
             store["sweeps"].move_to_end(key)
             return store["sweeps"][key]
         job = store["jobs"].get(key)
+        if job is not None and job.error and time.monotonic() - job.finished_at > SWEEP_RETRY_S:
+            job = None  # a failure may have passed (a cache folder that was missing): try again
         if job is None:
             thread = threading.Thread(target=_build_sweep, args=(store, key, experiment, state.dense.model, method.name,
                                                                  settings), daemon=True)
             job = store["jobs"][key] = SweepJob()
             _SWEEP_THREADS.add(thread)
             thread.start()
-    if job.error:  # kept: the same choice fails the same way; another choice starts its own job
+    if job.error:  # kept a while: polling must not restart a failing sweep twice a second
         st.error(job.error)
     else:
         st.progress(min(max(job.fraction, 0.0), 1.0),
@@ -258,6 +263,7 @@ def _build_sweep(store, key, experiment, dense, method_name, settings) -> None:
     except Exception as error:  # shown in the pages that poll it; the server goes on
         job.error = f"computing along the slider failed: {error}"
     finally:
+        job.finished_at = time.monotonic()
         job.done.set()
         _SWEEP_THREADS.discard(threading.current_thread())
 

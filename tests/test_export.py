@@ -100,7 +100,7 @@ def test_prune_page_measures_the_three_costs_and_offers_the_files_behind_a_butto
     assert not at.exception
     assert not at.get("download_button"), "nothing is timed or exported before the button is pressed"
     at.button(key="measure_costs").click().run()
-    assert not at.exception and not at.error
+    assert not at.exception and not at.error, [error.value for error in at.error]
     labels = [button.proto.label for button in at.get("download_button")]
     assert labels == ["result.json", "layers.csv", "model.pt", "physical.onnx", "physical.pt2"]
     table = at.dataframe[0].value
