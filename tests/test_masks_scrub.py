@@ -15,6 +15,7 @@ from PIL import Image
 
 from pruning.experiment import Experiment
 from pruning.mask_diff import CHANGE_CODES, change_codes, code_counts, mask_matrix, matrix_shape
+from pruning.plots.images import png_uri
 from pruning.plots.mask_scrub import (
     SCRUB_FRAME_CELLS,
     SCRUB_MAX_CELLS,
@@ -22,7 +23,6 @@ from pruning.plots.mask_scrub import (
     SCRUB_SHADES,
     kept_shades,
     mask_scrub_figure,
-    png_uri,
     run_scrub_figure,
     scrub_max_cells,
 )

@@ -17,7 +17,8 @@ from PIL import Image
 from pruning.analysis.recall import Flip, intensification
 from pruning.data import load_dataset
 from pruning.experiment import Experiment
-from pruning.plots.recall import MOVING, display_pixels, flipped_images_figure, png_data_uri, recall_scrub_figure
+from pruning.plots.images import png_data_uri
+from pruning.plots.recall import MOVING, display_pixels, flipped_images_figure, recall_scrub_figure
 from pruning.plots.scrub import frame_name
 from pruning.sparsity_sweep import sparsity_grid, sparsity_sweep
 from pruning.train import TrainConfig

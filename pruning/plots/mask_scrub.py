@@ -8,16 +8,14 @@ lenet5 cost well under a megabyte of figure JSON."""
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 
 import numpy as np
 import plotly.graph_objects as go
-from PIL import Image
 from plotly.subplots import make_subplots
 
 from pruning.mask_diff import CHANGE_CODES, change_codes, code_counts, layer_matrix, matrix_shape
+from pruning.plots.images import png_uri, rgb
 from pruning.plots.masks import cell_stretch, downsample_codes, downsample_factors, downsample_mask
 from pruning.plots.palette import CHANGE_COLOURS, MASK_KEPT_COLOUR, MASK_PRUNED_COLOUR
 from pruning.plots.scrub import frame_name, with_scrubber
@@ -28,25 +26,10 @@ SCRUB_SHADES = 16  # shades of the kept fraction in a downsampled image (a 4-bit
 SCRUB_ORDER = ("kept", "spliced back", "newly pruned", "pruned")  # stacking order of the count bars
 
 
-def _rgb(colour: str) -> tuple[int, int, int]:
-    return tuple(int(colour[index : index + 2], 16) for index in (1, 3, 5))
-
-
 def kept_shades(count: int) -> list[str]:
     """``count`` colours evenly spaced from pruned (light) to kept (dark)."""
-    low, high = np.array(_rgb(MASK_PRUNED_COLOUR)), np.array(_rgb(MASK_KEPT_COLOUR))
+    low, high = np.array(rgb(MASK_PRUNED_COLOUR)), np.array(rgb(MASK_KEPT_COLOUR))
     return ["#%02x%02x%02x" % tuple(np.rint(low + (high - low) * k / (count - 1)).astype(int)) for k in range(count)]
-
-
-def png_uri(indices: np.ndarray, colours: list[str]) -> str:
-    """A palette PNG as a data URI: pixel (i, j) is ``colours[indices[i, j]]``, stored with as few
-    bits per pixel as the palette needs (a binary mask takes one bit a weight, before compression)."""
-    rows, cols = indices.shape
-    image = Image.frombytes("P", (cols, rows), np.ascontiguousarray(indices, dtype=np.uint8).tobytes())
-    image.putpalette([channel for colour in colours for channel in _rgb(colour)])
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True, bits=next(b for b in (1, 2, 4, 8) if len(colours) <= 2**b))
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def kept_levels(matrix: np.ndarray, max_cells: int) -> tuple[np.ndarray, tuple[int, int], int]:

@@ -5,10 +5,7 @@ but the images along the whole sparsity slider in one figure scrubbed in the bro
 
 from __future__ import annotations
 
-import base64
 import math
-import struct
-import zlib
 
 import numpy as np
 import plotly.graph_objects as go
@@ -16,6 +13,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from pruning.analysis.recall import Intensification, relative_gaps
+from pruning.plots.images import png_data_uri, translucent
 from pruning.plots.palette import (
     DENSE_COLOUR,
     FIT_COLOUR,
@@ -188,21 +186,6 @@ def flipped_images_figure(images: torch.Tensor, mean: tuple[float, ...], std: tu
     ))
 
 
-def png_data_uri(pixels: np.ndarray) -> str:
-    """An (H, W, 3) uint8 RGB array as a PNG data URI, for an image trace's ``source``: a few
-    kilobytes where the same pixels as a ``z`` array of numbers take over half a megabyte of JSON."""
-    height, width, _ = pixels.shape
-    rows = np.concatenate([np.zeros((height, 1), dtype=np.uint8), np.ascontiguousarray(pixels, dtype=np.uint8)
-                           .reshape(height, 3 * width)], axis=1)  # each row behind filter type 0 (none)
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
 # --- the whole slider in one figure, scrubbed in the browser ---
 
 SHORT_VERDICTS = {"intensified": "gaps intensified (interval above 1)", "de-intensified": "gaps narrowed (interval below 1)",
@@ -223,12 +206,6 @@ def gap_reach(gaps: np.ndarray) -> float:
     need = 1.15 * max(float(finite.max()) if finite.size else 0.0, 1.0)
     power = 10.0 ** math.floor(math.log10(need))
     return next(step * power for step in AXIS_STEPS if step * power >= need - 1e-9)
-
-
-def translucent(colour: str, opacity: float) -> str:
-    """A palette colour ("#rrggbb") as a see-through fill."""
-    red, green, blue = (int(colour[position : position + 2], 16) for position in (1, 3, 5))
-    return f"rgba({red}, {green}, {blue}, {opacity})"
 
 
 def alpha_title(point: SweepPoint, dense_accuracy: float, classes: int) -> str:
