@@ -5,6 +5,7 @@
     python -m pruning prune --dataset D --model M --method dns --set c_rate=3 [--json]
     python -m pruning sweep --dataset D --model M --methods a,b --sparsities 0.5,0.9 --out FILE.csv
     python -m pruning landscape --dataset D --model M --method X --sparsity S [--grid N] [--batch-size-eval B] [--levels N] [--json]
+    python -m pruning sensitivity --dataset D --model M --method C [--sparsities 0.5,0.9] [--split test] [--json]
     python -m pruning limit --dataset D --model M [--set l1=5e-5 --set lanczos_steps=100 ...] [--json]
 
 Bad input (unknown names, values out of range, unknown ``--set`` keys) prints one line on
@@ -16,11 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
 from pruning.analysis.limit import LimitSettings, fundamental_limit
+from pruning.analysis.sensitivity import DEFAULT_SPARSITIES, SPLITS, sensitivity_scan
 from pruning.analysis.valley import level_barrier_rows, loss_valley
 from pruning.data import DATASETS, DataUnavailableError
 from pruning.errors import BadInputError
@@ -100,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also the error barrier between consecutive levels of N rounds of iterative pruning")
     valley.add_argument("--json", action="store_true", help="print one JSON object {line, plane[, level_barriers]}")
 
+    scan = commands.add_parser("sensitivity", help="prune one layer at a time (the others dense) at several sparsities: "
+                               "accuracy, loss and per-class recall per (layer, sparsity), no retraining")
+    add_experiment_options(scan)
+    scan.add_argument("--method", default="magnitude", help="a one-shot criterion (see `list`)")
+    scan.add_argument("--sparsities", default=",".join(map(str, DEFAULT_SPARSITIES)), help="comma-separated sparsities in [0, 1)")
+    scan.add_argument("--granularity", choices=GRANULARITIES, help="shortcut for --set granularity=...")
+    scan.add_argument("--set", action="append", metavar="KEY=VALUE", help="a method setting (repeatable)")
+    scan.add_argument("--split", choices=SPLITS, default="test", help="the split the pruned models are measured on")
+    scan.add_argument("--json", action="store_true", help="print one JSON object {layers, sparsities, accuracy, loss, recall, ...}")
+
     limit = commands.add_parser("limit", help="predicted (Hessian spectrum) vs actual limit of L1-trained one-shot pruning")
     add_experiment_options(limit, weights=False)  # LOMP trains its own L1 model from initialisation
     limit.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -135,7 +148,7 @@ def given(args, params) -> dict[str, str]:
 def method_overrides(args) -> dict[str, str]:
     overrides = parse_set(args.set)
     for key in ("scope", "granularity"):
-        if getattr(args, key):
+        if getattr(args, key, None):
             overrides[key] = getattr(args, key)
     return overrides
 
@@ -294,6 +307,20 @@ def command_landscape(args) -> int:
     return 0
 
 
+def command_sensitivity(args) -> int:
+    scan = sensitivity_scan(experiment_from_args(args), args.method, method_overrides(args),
+                            parse_list(args.sparsities, float, "sparsities"), args.split,
+                            progress=None if args.json else _progress_printer("sensitivity"))
+    if args.json:
+        print(json.dumps({"method": args.method, "split": args.split, **asdict(scan)}))
+        return 0
+    print(f"\n{args.method}: {args.split} accuracy with one layer pruned (dense {100 * scan.dense_accuracy:.2f}%)")
+    print("layer".ljust(24) + "".join(f"{100 * value:>8.0f}%" for value in scan.sparsities))
+    for layer, row in zip(scan.layers, scan.accuracy):
+        print(layer.ljust(24) + "".join(f"{100 * value:>8.2f}%" for value in row))
+    return 0
+
+
 def command_limit(args) -> int:
     settings = LimitSettings.from_pairs(parse_set(args.set or []))
     experiment = experiment_from_args(args)
@@ -337,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         commands = {"list": command_list, "prune": command_prune, "sweep": command_sweep, "landscape": command_landscape,
-                    "limit": command_limit}
+                    "sensitivity": command_sensitivity, "limit": command_limit}
         return commands[args.command](args)
     except (BadInputError, DataUnavailableError) as error:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)

@@ -24,7 +24,8 @@ class Param:
     choices: tuple[str, ...] = ()
     step: float | None = None  # widget resolution; small steps (learning rates, lambdas) get a number box
     label: str = ""  # the widget's label (default: the name)
-    only_if: tuple[str, str] | None = None  # (other setting, value): it matters only then (widget hidden, value ignored otherwise)
+    # (other setting, value or tuple of values): it matters only then (widget hidden, value ignored otherwise)
+    only_if: tuple[str, str | tuple[str, ...]] | None = None
     ui_range: tuple[float, float] | None = None  # a widget's range narrower than the valid one (min, max)
 
     @property
@@ -33,7 +34,10 @@ class Param:
         return "--" + self.name.replace("_", "-")
 
     def applies(self, values: dict[str, Any]) -> bool:
-        return self.only_if is None or values.get(self.only_if[0]) == self.only_if[1]
+        if self.only_if is None:
+            return True
+        setting, wanted = self.only_if
+        return values.get(setting) in (wanted if isinstance(wanted, tuple) else (wanted,))
 
     def parse(self, raw: Any) -> Any:
         """Convert ``raw`` (a string from the CLI or a widget value) and check it is allowed."""

@@ -11,10 +11,11 @@ import math
 
 import torch
 
+from pruning.allocation import NEEDS_PROFILE, POLICIES, LayerProfile, erk_profile, layer_amounts
 from pruning.errors import BadInputError
 from pruning.masks import Mask
 
-SCOPES = ("global", "layerwise")
+SCOPES = POLICIES  # how the sparsity is shared between layers: pruning.allocation
 GRANULARITIES = ("unstructured", "structured", "block")
 
 
@@ -128,9 +129,12 @@ def mask_from_scores(
     max_layer_sparsity: float = 1.0,
     allow_empty_layers: bool = False,
     previous: Mask | None = None,
+    profile: LayerProfile | None = None,
 ) -> Mask:
     """Prune the lowest-scoring groups (weights, neurons/filters or blocks), over all layers at
-    once (``global``, one threshold) or to the same sparsity in every layer (``layerwise``).
+    once (``global``, one threshold), to the same sparsity in every layer (``layerwise``), or to
+    per-layer sparsities from an allocation policy (``erk``, ``owl``, ``sensitivity``: see
+    ``pruning.allocation``; owl and sensitivity need the ``profile`` the method measured).
 
     For ``structured`` and ``block`` the sparsity is the fraction of *groups* removed (a channel
     or block ratio, not a parameter ratio). No layer loses more than ``max_layer_sparsity`` of
@@ -160,8 +164,11 @@ def mask_from_scores(
         name: max(math.ceil((1.0 - max_layer_sparsity) * grouped.numel() - 1e-9), 0 if allow_empty_layers else 1)
         for name, grouped in groups.items()
     }
-    keep = _select(groups, sparsity, scope, {name: 0 for name in groups})
-    if any(int(torch.count_nonzero(keep[name])) < protected[name] for name in groups):
+    if scope in ("erk", *NEEDS_PROFILE):
+        keep = _allocate(groups, sparsity, scope, protected, profile, {name: score.shape for name, score in scores.items()})
+    else:
+        keep = _select(groups, sparsity, scope, {name: 0 for name in groups})
+    if scope in ("global", "layerwise") and any(int(torch.count_nonzero(keep[name])) < protected[name] for name in groups):
         # Only now protect each layer's best groups: when no layer breaks its cap, protecting
         # them changes nothing (a layer keeps its highest scores), and skipping it is faster.
         for name, grouped in groups.items():
@@ -177,6 +184,30 @@ def mask_from_scores(
             "output would no longer depend on its input; lower the sparsity or leave allow_empty_layers off"
         )
     return Mask({name: expand_groups(keep[name], scores[name].shape, granularity, block_size) for name in scores})
+
+
+def _allocate(groups: dict[str, torch.Tensor], sparsity: float, scope: str, protected: dict[str, int],
+              profile: LayerProfile | None, shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """Keep-vectors per layer with the policy's per-layer amounts; groups already pruned (-inf,
+    from an earlier schedule step) stay pruned even where the policy would now keep more."""
+    if scope == "erk" and profile is None:
+        profile = erk_profile(shapes)
+    if profile is None or profile.policy != scope or set(profile.values) != set(groups):
+        raise BadInputError(f"the {scope} allocation needs its per-layer profile of these layers, measured on "
+                            "calibration data by the method (pruning.methods.oneshot)")
+    upper = {name: grouped.numel() - protected[name] for name, grouped in groups.items()}
+    amounts = layer_amounts(profile, {name: grouped.numel() for name, grouped in groups.items()}, sparsity, upper)
+    return {name: _prune_lowest(grouped, max(amounts[name], int(torch.isneginf(grouped).sum())))
+            for name, grouped in groups.items()}
+
+
+def layer_group_counts(mask: Mask, granularity: str, block_size: int = 4) -> dict[str, tuple[int, int]]:
+    """(pruned, total) groups of each layer of ``mask``: what an allocation gave each layer."""
+    counts = {}
+    for name, keep in mask.items():
+        kept = group_scores(keep.float(), granularity, block_size, "sum") > 0
+        counts[name] = (int(kept.numel() - kept.sum()), kept.numel())
+    return counts
 
 
 def _select(groups: dict[str, torch.Tensor], sparsity: float, scope: str, protected: dict[str, int]) -> dict[str, torch.Tensor]:

@@ -134,7 +134,9 @@ def compute_sweep(model: nn.Module, data, method_name: str, settings: dict, grid
     test_batch = fixed_batch(data.x_test, data.y_test, VALLEY_BATCH, seed=seed)
     dense_ends = {split: evaluate_points(model, dense_tensors, *batch, position_weights=torch.ones(1, 1), vectorise=False)
                   for split, batch in (("train", train_batch), ("test", test_batch))}
-    scores = method.scores(model, settings, PruneContext(data=data, seed=seed)) if nested else None
+    context = PruneContext(data=data, seed=seed)
+    scores = method.scores(model, settings, context) if nested else None
+    profile = method.layer_profile(model, scores, settings, context) if nested else None  # allocated once
     sweep = SparsitySweep(method_name, settings, nested, dense_evaluation.accuracy, dense_evaluation.loss,
                           dense_evaluation.per_class_recall, dense_evaluation.confusion.tolist(), list(data.class_names), {})
     for index, target in enumerate(grid):
@@ -142,7 +144,7 @@ def compute_sweep(model: nn.Module, data, method_name: str, settings: dict, grid
             progress(index / len(grid), f"sparsity {target:.4g} ({index + 1}/{len(grid)})")
         try:
             if nested:
-                mask = method.select(scores, target, settings)
+                mask = method.select(scores, target, settings, profile=profile)
             else:
                 mask = method.prune(model, target, settings, PruneContext(data=data, seed=seed)).mask
         except BadInputError as error:  # higher sparsities are refused too: the grid ends here

@@ -38,7 +38,8 @@ def test_only_if_names_a_setting_declared_before_it_and_one_of_its_values(owner)
         earlier = {p.name: p for p in params[:index]}  # the widgets are drawn in order: the other comes first
         assert other in earlier, f"{owner}: {param.name} depends on {other!r}, not declared before it"
         choices = earlier[other].choices if earlier[other].type == "choice" else (True, False)
-        assert value in choices, f"{owner}: {param.name} applies with {other} = {value!r}, not one of {choices}"
+        for one in value if isinstance(value, tuple) else (value,):
+            assert one in choices, f"{owner}: {param.name} applies with {other} = {one!r}, not one of {choices}"
 
 
 def test_block_size_is_declared_for_block_granularity_only():

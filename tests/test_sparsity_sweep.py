@@ -50,6 +50,9 @@ def test_the_default_grid_runs_from_0_to_099_denser_near_the_top():
     ("magnitude", {"granularity": "structured"}),
     ("random", {"granularity": "block", "block_size": 2}),
     ("synflow", {"rounds": 3}),
+    ("magnitude", {"scope": "erk"}),
+    ("taylor", {"scope": "owl", "allocation_samples_per_class": 5}),
+    ("magnitude", {"scope": "sensitivity", "allocation_samples_per_class": 5}),
 ])
 def test_every_point_equals_prune_model_at_that_sparsity(dense, method, overrides):
     data = TINY.load_data()

@@ -6,29 +6,44 @@ several rounds whose sparsity grows exponentially, ``1 - (1 - s)^(k / rounds)``.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
+from pruning.activations import input_feature_norms
+from pruning.allocation import NEEDS_PROFILE, LayerProfile, outlier_ratio, owl_profile, sensitivity_profile
+from pruning.class_balanced import balanced_batch
 from pruning.criteria import CRITERIA, Criterion
 from pruning.errors import BadInputError
+from pruning.layer_scan import scan_layers
 from pruning.masks import Mask
-from pruning.methods.base import Method, PruneContext, PruneOutcome
+from pruning.methods.base import Details, Method, PruneContext, PruneOutcome
 from pruning.models import prunable_weight_names
 from pruning.params import Param
-from pruning.selection import GRANULARITIES, SCOPES, mask_from_scores
+from pruning.selection import GRANULARITIES, SCOPES, layer_group_counts, mask_from_scores
 
 SELECTION_PARAMS = (
     Param(
         "scope",
         "choice",
         "global",
-        "global: one threshold over all layers (layers end up with different sparsities); "
-        "layerwise: every layer pruned to the same sparsity.",
+        "How the sparsity is shared between layers. global: one threshold over all layers (layers end up "
+        "with different sparsities); layerwise: every layer pruned to the same sparsity (uniform); erk: "
+        "Erdos-Renyi-Kernel densities, larger layers sparser (RigL); owl: layers with more activation "
+        "outliers keep more (OWL); sensitivity: each layer pruned as far as costs the same accuracy drop, "
+        "from a one-layer-at-a-time scan on training samples (Distiller). All but layerwise hit the "
+        "requested sparsity exactly in groups; layerwise rounds each layer.",
         choices=SCOPES,
-        label="Scope",
+        label="Allocation across layers",
     ),
+    Param("allocation_samples_per_class", "int", 100, "Class-balanced training samples of each class the owl "
+          "activations or the sensitivity scan are measured on (never the test split).", min=1, max=1000,
+          label="Samples per class (allocation)", only_if=("scope", NEEDS_PROFILE)),
+    Param("owl_threshold", "float", 5.0, "M: a Wanda score |W_ij| ||X_j|| above M times its layer's mean is an "
+          "outlier (OWL's default 5).", min=1.0, max=100.0, label="M (outlier threshold)", only_if=("scope", "owl")),
+    Param("owl_lambda", "float", 0.08, "λ: layer densities spread over [d - λ, d + λ] around the mean density d "
+          "(OWL's default 0.08).", min=0.0, max=0.5, step=0.01, label="λ (sparsity spread)", only_if=("scope", "owl")),
     Param(
         "granularity",
         "choice",
@@ -63,6 +78,15 @@ STRUCTURED_PARAMS = tuple(
     if param.name == "granularity" else param
     for param in SELECTION_PARAMS if param.name not in ("block_size", "prune_output_layer")
 )
+ALLOCATION_SCAN = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
+
+
+@dataclass(frozen=True)
+class AllocationDetails(Details):
+    """The allocation a one-shot cut used: per layer, the fraction of its groups pruned."""
+
+    allocation: str
+    layer_targets: dict[str, float]
 
 
 class CriterionMethod(Method):
@@ -97,8 +121,31 @@ class CriterionMethod(Method):
         extra = {param.name: settings[param.name] for param in self.criterion.params}
         return self.criterion.score(model, names, context, **extra)
 
-    def select(self, scores: dict[str, torch.Tensor], sparsity: float, settings: dict, previous: Mask | None = None) -> Mask:
-        """The mask keeping the highest-scoring groups at ``sparsity`` (``previous`` stays pruned)."""
+    def layer_profile(self, model: nn.Module, scores: dict[str, torch.Tensor], settings: dict,
+                      context: PruneContext) -> LayerProfile | None:
+        """What the owl and sensitivity allocations measure before choosing per-layer sparsities, on a
+        class-balanced training batch: OWL's outlier ratio of the Wanda scores ``|W_ij| ||X_j||`` per
+        layer (OWL counts outliers per transformer block; here per Linear/Conv layer), or a
+        one-layer-at-a-time scan with this criterion and granularity (accuracy drop per sparsity)."""
+        if settings["scope"] not in NEEDS_PROFILE:
+            return None
+        x, y = balanced_batch(context.data, settings["allocation_samples_per_class"], context.seed)
+        if settings["scope"] == "owl":
+            norms = input_feature_norms(model, list(scores), x)
+            weights = dict(model.named_parameters())
+            return owl_profile({name: outlier_ratio(weights[name].detach().abs() * norms[name], settings["owl_threshold"])
+                                for name in scores}, settings["owl_lambda"])
+
+        def select_layer(name, score, sparsity):
+            return self.select({name: score}, sparsity, {**settings, "scope": "layerwise"})[name]
+
+        scan = scan_layers(model, scores, ALLOCATION_SCAN, x, y, context.data.num_classes, select_layer)
+        return sensitivity_profile(scan.curves())
+
+    def select(self, scores: dict[str, torch.Tensor], sparsity: float, settings: dict, previous: Mask | None = None,
+               profile: LayerProfile | None = None) -> Mask:
+        """The mask keeping the highest-scoring groups at ``sparsity`` (``previous`` stays pruned),
+        shared between layers by ``settings["scope"]`` (``profile`` from ``layer_profile``)."""
         return mask_from_scores(
             scores,
             sparsity,
@@ -109,17 +156,26 @@ class CriterionMethod(Method):
             max_layer_sparsity=settings["max_layer_sparsity"],
             allow_empty_layers=settings["allow_empty_layers"],
             previous=previous,
+            profile=profile,
         )
 
     def prune(self, model, sparsity, settings, context: PruneContext) -> PruneOutcome:
+        if not self.nested:
+            context.mask = None  # SynFlow's first round scores the unmasked model
+        scores = self.scores(model, settings, context)
+        profile = self.layer_profile(model, scores, settings, context)
         if self.nested:
-            return PruneOutcome(self.select(self.scores(model, settings, context), sparsity, settings, context.previous_mask))
-        rounds = settings["rounds"]
-        context.mask = None
-        for round_index in range(1, rounds + 1):
-            context.mask = self.select(self.scores(model, settings, context), 1 - (1 - sparsity) ** (round_index / rounds),
-                                       settings, context.previous_mask)
-        return PruneOutcome(context.mask)
+            mask = self.select(scores, sparsity, settings, context.previous_mask, profile)
+        else:  # the profile stays the dense model's: the allocation is chosen once, before the rounds
+            rounds = settings["rounds"]
+            for round_index in range(1, rounds + 1):
+                scores = scores if round_index == 1 else self.scores(model, settings, context)
+                context.mask = self.select(scores, 1 - (1 - sparsity) ** (round_index / rounds), settings,
+                                           context.previous_mask, profile)
+            mask = context.mask
+        counts = layer_group_counts(mask, settings["granularity"], settings.get("block_size", 1))
+        targets = {name: pruned / total for name, (pruned, total) in counts.items()}
+        return PruneOutcome(mask, details=AllocationDetails(settings["scope"], targets))
 
 
 ONE_SHOT_METHODS = tuple(CriterionMethod(criterion) for criterion in CRITERIA.values())
