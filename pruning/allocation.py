@@ -10,7 +10,12 @@ the highest-scoring groups within each layer:
   RigL's allocation); layers whose density would pass 1 stay dense and the rest share the budget.
 - ``owl``: outlier-weighted layerwise sparsity (Yin et al., Outlier Weighed Layerwise Sparsity,
   ICML 2024): per layer the share D of Wanda scores ``|W_ij| ||X_j||`` above M times the layer's
-  mean; densities are D rescaled to a spread of 2 lambda, shifted to the requested total.
+  mean; densities are D rescaled to [0, 2 lambda] and shifted to the requested total. OWL's
+  layers (transformer blocks) are equal in size, so the shift is its unweighted mean and every
+  layer's sparsity stays within 2 lambda of S (the paper says about [S - lambda, S + lambda]);
+  ours differ in size, so the shift is solved for the weighted total and each layer is held within
+  2 lambda of S: unclamped, the largest layer would set the shift alone and push small layers with
+  few outliers to 100%.
 - ``sensitivity``: from a one-layer-at-a-time scan (``pruning.layer_scan``), each layer pruned as far
   as costs the same accuracy drop t, t chosen to reach the requested total (Distiller's
   sensitivity analysis, Zmora et al. 2019, with one threshold for all layers).
@@ -40,6 +45,7 @@ class LayerProfile:
 
     policy: str
     values: dict[str, object]
+    spread: float = 0.0  # owl: lambda (a layer's sparsity stays within 2 lambda of the requested one)
 
 
 def erk_profile(shapes: dict[str, torch.Size]) -> LayerProfile:
@@ -56,7 +62,7 @@ def owl_profile(ratios: dict[str, float], spread: float) -> LayerProfile:
     """Outlier ratios rescaled to ``[0, 2 * spread]`` (OWL's lambda); equal ratios give equal densities."""
     low, high = min(ratios.values()), max(ratios.values())
     scale = 2 * spread / (high - low) if high > low else 0.0
-    return LayerProfile("owl", {name: (ratio - low) * scale for name, ratio in ratios.items()})
+    return LayerProfile("owl", {name: (ratio - low) * scale for name, ratio in ratios.items()}, spread)
 
 
 def sensitivity_profile(curves: dict[str, list[tuple[float, float]]]) -> LayerProfile:
@@ -86,12 +92,13 @@ def _envelope_sparsity(envelope: list[tuple[float, float]], budget: float) -> fl
     return envelope[-1][0]
 
 
-def _pruned_fractions(profile: LayerProfile, t: float) -> dict[str, float]:
+def _pruned_fractions(profile: LayerProfile, t: float, sparsity: float) -> dict[str, float]:
     """Each layer's pruned fraction at parameter t; non-decreasing in t for every policy."""
     if profile.policy == "erk":
         return {name: 1.0 - min(1.0, math.exp(-t) * ratio) for name, ratio in profile.values.items()}
     if profile.policy == "owl":
-        return {name: 1.0 - min(1.0, max(0.0, bonus - t)) for name, bonus in profile.values.items()}
+        low, high = max(0.0, sparsity - 2 * profile.spread), min(1.0, sparsity + 2 * profile.spread)
+        return {name: min(high, max(low, 1.0 - bonus + t)) for name, bonus in profile.values.items()}
     if profile.policy == "sensitivity":
         return {name: _envelope_sparsity(envelope, t) for name, envelope in profile.values.items()}
     raise BadInputError(f"no layer profile for allocation {profile.policy!r}")
@@ -111,7 +118,7 @@ def layer_amounts(profile: LayerProfile, counts: dict[str, int], sparsity: float
             f"{allowed} ({allowed / total:.4f}); raise max_layer_sparsity or allow empty layers")
 
     def amounts(t: float) -> dict[str, float]:
-        fractions = _pruned_fractions(profile, t)
+        fractions = _pruned_fractions(profile, t, sparsity)
         return {name: min(fractions[name] * counts[name], upper[name]) for name in counts}
 
     low, high = SEARCH_RANGE[profile.policy]
