@@ -15,6 +15,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from pruning.activations import input_feature_norms
 from pruning.autodiff import eval_mode, functional_cross_entropy, gradient, hessian_vector_product
 from pruning.channel_attribution import DEFAULT_STEPS
 from pruning.class_balanced import balanced_batch
@@ -214,6 +215,14 @@ def synflow_scores(model: nn.Module, names: list[str], context) -> dict[str, tor
 
 # --- channel attributions (captum) as neuron/filter importance: pruning.criteria_attribution ---
 
+def wanda_scores(model: nn.Module, names: list[str], context, comparison: str = "row") -> dict[str, torch.Tensor]:
+    """``|W_ij| ||X_j||_2``, X_j the j-th input feature over a class-balanced training batch (conv:
+    the unfolded input's columns). ``comparison`` is applied by the selection (per row or per layer)."""
+    x, _ = balanced_batch(context.data, context.samples_per_class, context.seed)
+    norms, parameters = input_feature_norms(model, names, x), dict(model.named_parameters())
+    return {name: parameters[name].detach().abs() * norms[name] for name in names}
+
+
 ATTRIBUTION_NOTE = (
     " The attributed activation is each Linear/Conv layer's output channel (bias included, before the "
     "activation function); every sample is attributed to its true class's logit, the channel's attribution is "
@@ -234,6 +243,20 @@ CRITERIA: dict[str, Criterion] = {
             magnitude_scores,
             aggregate="l2",
             needs_data=False,
+        ),
+        Criterion(
+            "wanda",
+            "Pruning by weights and activations: a weight's magnitude times the L2 norm of its input feature over "
+            "a class-balanced calibration batch (conv layers: the unfolded input's columns), so a small weight on a "
+            "large input survives. The paper compares scores within each output row (each row loses the same "
+            "fraction); 'layer' compares over the whole layer. No retraining, no weight update.",
+            r"s_{ij} = |W_{ij}| \cdot \lVert X_j \rVert_2",
+            "Sun, Liu, Bair & Kolter, A Simple and Effective Pruning Approach for Large Language Models, ICLR 2024.",
+            wanda_scores,
+            params=(Param("comparison", "choice", "row", "row: each output row (neuron/filter) loses the same "
+                          "fraction of its weights, as the paper; layer: one comparison per layer (unstructured only; "
+                          "other granularities compare their groups).", choices=("row", "layer"),
+                          label="Compare scores within"),),
         ),
         Criterion(
             "random",

@@ -14,9 +14,10 @@ import torch
 from pruning.allocation import NEEDS_PROFILE, POLICIES, LayerProfile, erk_profile, layer_amounts
 from pruning.errors import BadInputError
 from pruning.masks import Mask
+from pruning.row_patterns import nm_applies, nm_keep, parse_nm, rowwise_keep
 
 SCOPES = POLICIES  # how the sparsity is shared between layers: pruning.allocation
-GRANULARITIES = ("unstructured", "structured", "block")
+GRANULARITIES = ("unstructured", "structured", "block", "nm")
 
 
 def check_sparsity(sparsity: float) -> float:
@@ -130,11 +131,17 @@ def mask_from_scores(
     allow_empty_layers: bool = False,
     previous: Mask | None = None,
     profile: LayerProfile | None = None,
+    nm: str = "2:4",
+    per_row: bool = False,
 ) -> Mask:
     """Prune the lowest-scoring groups (weights, neurons/filters or blocks), over all layers at
     once (``global``, one threshold), to the same sparsity in every layer (``layerwise``), or to
     per-layer sparsities from an allocation policy (``erk``, ``owl``, ``sensitivity``: see
     ``pruning.allocation``; owl and sensitivity need the ``profile`` the method measured).
+    ``nm`` granularity keeps the N best of every M consecutive weights of a row in every layer
+    whose rows divide into groups of M (the others stay dense): its sparsity is N:M's own, and
+    ``sparsity`` and ``scope`` do not apply. ``per_row`` (unstructured) spreads each layer's pruned
+    count evenly over its output rows, each row losing its lowest scores (Wanda's comparison).
 
     For ``structured`` and ``block`` the sparsity is the fraction of *groups* removed (a channel
     or block ratio, not a parameter ratio). No layer loses more than ``max_layer_sparsity`` of
@@ -155,6 +162,8 @@ def mask_from_scores(
     if not_finite:
         raise BadInputError(f"the scores of {', '.join(not_finite)} are NaN or infinite (weights or gradients that are "
                             "not finite): they cannot rank the weights")
+    if granularity == "nm":
+        return _nm_mask(scores, nm, previous)
     groups = {name: group_scores(score, granularity, block_size, aggregate) for name, score in scores.items()}
     for name, entry in (previous or {}).items():
         if name in groups:
@@ -183,7 +192,24 @@ def mask_from_scores(
             f"structured sparsity {sparsity} would remove every neuron/filter of {', '.join(emptied)}: the network's "
             "output would no longer depend on its input; lower the sparsity or leave allow_empty_layers off"
         )
+    if per_row and granularity == "unstructured":
+        keep = {name: rowwise_keep(groups[name].view(scores[name].shape), int((~keep[name]).sum())).flatten()
+                for name in groups}
     return Mask({name: expand_groups(keep[name], scores[name].shape, granularity, block_size) for name in scores})
+
+
+def _nm_mask(scores: dict[str, torch.Tensor], pattern: str, previous: Mask | None) -> Mask:
+    """N:M in every layer whose rows divide into groups of M; weights ``previous`` pruned stay pruned."""
+    n, m = parse_nm(pattern)
+    masks = {}
+    for name, score in scores.items():
+        if not nm_applies(score.shape, m):
+            masks[name] = torch.ones_like(score, dtype=torch.bool)
+            continue
+        if previous is not None and name in previous:
+            score = torch.where(previous[name].bool(), score.float(), -math.inf)
+        masks[name] = nm_keep(score, n, m)
+    return Mask(masks)
 
 
 def _allocate(groups: dict[str, torch.Tensor], sparsity: float, scope: str, protected: dict[str, int],
@@ -255,5 +281,15 @@ GRANULARITY_INFO = {
         r"S_b = \textstyle\sum_{i \in b} s_i,\qquad m_b = [\,S_b > \tau\,]",
         "Yasuda et al., SequentialAttention++ for Block Sparsification, 2024 (block layout); Gray et al., "
         "GPU Kernels for Block-Sparse Weights, 2017.",
+    ),
+    "nm": (
+        "Semi-structured N:M: in every group of M consecutive weights of a row (a neuron's or filter's inputs, "
+        "conv kernels flattened as in x kh x kw), the N highest-scoring survive: 2:4 is the pattern GPU sparse "
+        "tensor cores run faster. The sparsity is the pattern's own (1 - N/M in the layers it applies to): the "
+        "sparsity slider and the allocation do not apply; layers whose rows do not divide into groups of M stay "
+        "dense and are listed.",
+        r"m_{r,g} = \mathrm{top}_N\{\, s_{r,j} : j \in g \,\},\quad |g| = M",
+        "Mishra et al., Accelerating Sparse Deep Neural Networks, 2021 (NVIDIA 2:4); Zhou et al., Learning N:M "
+        "Fine-grained Structured Sparse Neural Networks From Scratch, ICLR 2021.",
     ),
 }

@@ -118,7 +118,7 @@ def test_list_json_is_one_object_with_datasets_models_and_methods(runs):
             assert param["type"] in {"float", "int", "bool", "choice"}
             assert param["help"].strip()
     scope = {param["name"]: param for param in methods["magnitude"]["params"]}["scope"]
-    assert scope["default"] == "global" and set(scope["choices"]) == {"global", "layerwise"}
+    assert scope["default"] == "global" and set(scope["choices"]) == {"global", "layerwise", "erk", "owl", "sensitivity"}
 
 
 # --- prune ---
@@ -188,7 +188,7 @@ def test_global_scope_gives_layers_different_sparsities(report):
 
 def test_out_writes_loadable_plain_files_consistent_with_the_report(folders, report):
     out = folders["out"]
-    assert sorted(p.name for p in out.iterdir()) == ["dense.pt", "mask.pt", "model.pt", "result.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["dense.pt", "mask.pt", "model.pt", "model.safetensors", "result.json"]
     dense = torch.load(out / "dense.pt", weights_only=True)
     pruned = torch.load(out / "model.pt", weights_only=True)
     mask = torch.load(out / "mask.pt", weights_only=True)
@@ -284,7 +284,7 @@ def test_prune_json_reports_measured_latency_and_why_an_unstructured_mask_stays_
     assert report["latency_ms"]["physical"] is None and report["physical"] is None
     assert "cannot be applied physically" in report["physical_note"]
     assert report["latency_settings"]["threads"] >= 1 and report["costs_note"]
-    assert report["exports"]["files"] == []  # --out wrote only the four files above
+    assert report["exports"]["files"] == []  # --out wrote only the five files above
 
 
 def test_structured_out_writes_the_smaller_model_loadable_without_our_code(folders, runs):
@@ -301,7 +301,7 @@ def test_structured_out_writes_the_smaller_model_loadable_without_our_code(folde
     assert physical["removed_channels"] == physical["masked_channels"] > 0  # an MLP has nothing coupled
     assert physical["params"] < result["params_nonzero"] < result["params_total"]  # the next layer's inputs go too
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["dense.pt", "mask.pt", "model.pt", "result.json", "physical.onnx", "physical.pt2", "layers.csv"])
+        ["dense.pt", "mask.pt", "model.pt", "model.safetensors", "result.json", "physical.onnx", "physical.pt2", "layers.csv"])
     assert json.loads((out / "result.json").read_text()) == result
     assert result["exports"]["onnx"]["matches"]
 

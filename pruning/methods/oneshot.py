@@ -21,6 +21,7 @@ from pruning.masks import Mask
 from pruning.methods.base import Details, Method, PruneContext, PruneOutcome
 from pruning.models import prunable_weight_names
 from pruning.params import Param
+from pruning.row_patterns import NM_PATTERNS, nm_applies, parse_nm
 from pruning.selection import GRANULARITIES, SCOPES, layer_group_counts, mask_from_scores
 
 SELECTION_PARAMS = (
@@ -50,12 +51,15 @@ SELECTION_PARAMS = (
         "unstructured",
         "unstructured: single weights; structured: whole neurons (Linear) and filters (Conv), the "
         "sparsity being the fraction of neurons/filters (a channel ratio, not a parameter ratio), the "
-        "output layer left whole; block: BxB blocks of the 2-D kernel, the sparsity a block ratio.",
+        "output layer left whole; block: BxB blocks of the 2-D kernel, the sparsity a block ratio; nm: N of "
+        "every M consecutive weights of a row survive (2:4 by default), the pattern fixing the sparsity.",
         choices=GRANULARITIES,
         label="Granularity",
     ),
     Param("block_size", "int", 4, "Block side B for block granularity.", min=1, max=64, label="Block size",
           only_if=("granularity", "block")),
+    Param("nm_pattern", "choice", "2:4", "N:M: the N best of every M consecutive weights of a row survive.",
+          choices=NM_PATTERNS, label="N:M pattern", only_if=("granularity", "nm")),
     Param("prune_output_layer", "bool", True, "Prune the last Linear layer too (OpenLTH's lottery-ticket recipe leaves it dense).",
           label="Prune the output layer"),
     Param("max_layer_sparsity", "float", 1.0, "Cap on any one layer's sparsity (global scope can otherwise collapse a layer).", min=0.5, max=1.0,
@@ -76,7 +80,7 @@ STRUCTURED_PARAMS = tuple(
             "neurons/filters removed (a channel ratio); the output layer stays whole. This criterion scores "
             "channels, so it has no unstructured or block reading.")
     if param.name == "granularity" else param
-    for param in SELECTION_PARAMS if param.name not in ("block_size", "prune_output_layer")
+    for param in SELECTION_PARAMS if param.name not in ("block_size", "nm_pattern", "prune_output_layer")
 )
 ALLOCATION_SCAN = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
 
@@ -87,6 +91,7 @@ class AllocationDetails(Details):
 
     allocation: str
     layer_targets: dict[str, float]
+    left_dense: tuple[str, ...] = ()  # N:M: layers whose rows do not divide into groups of M
 
 
 class CriterionMethod(Method):
@@ -157,6 +162,8 @@ class CriterionMethod(Method):
             allow_empty_layers=settings["allow_empty_layers"],
             previous=previous,
             profile=profile,
+            nm=settings.get("nm_pattern", "2:4"),
+            per_row=settings.get("comparison") == "row",
         )
 
     def prune(self, model, sparsity, settings, context: PruneContext) -> PruneOutcome:
@@ -173,9 +180,14 @@ class CriterionMethod(Method):
                 context.mask = self.select(scores, 1 - (1 - sparsity) ** (round_index / rounds), settings,
                                            context.previous_mask, profile)
             mask = context.mask
-        counts = layer_group_counts(mask, settings["granularity"], settings.get("block_size", 1))
+        granularity = settings["granularity"]
+        counts = layer_group_counts(mask, "unstructured" if granularity == "nm" else granularity, settings.get("block_size", 1))
         targets = {name: pruned / total for name, (pruned, total) in counts.items()}
-        return PruneOutcome(mask, details=AllocationDetails(settings["scope"], targets))
+        if granularity != "nm":
+            return PruneOutcome(mask, details=AllocationDetails(settings["scope"], targets))
+        pattern = settings["nm_pattern"]
+        dense = tuple(name for name in mask if not nm_applies(mask[name].shape, parse_nm(pattern)[1]))
+        return PruneOutcome(mask, details=AllocationDetails(f"N:M {pattern} (the sparsity setting does not apply)", targets, dense))
 
 
 ONE_SHOT_METHODS = tuple(CriterionMethod(criterion) for criterion in CRITERIA.values())
