@@ -5,7 +5,7 @@ is structured, the physically smaller model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -15,6 +15,7 @@ from pruning.masks import Mask
 from pruning.metrics import model_stats
 from pruning.physical.latency import BATCH_SIZES, LATENCY_THREADS, measure_latency
 from pruning.physical.removal import PhysicalPruning, masked_copy, remove_pruned_channels
+from pruning.physical.semi_structured import SemiStructuredLayer, is_two_four, time_semi_structured
 
 KINDS = ("dense", "masked", "physical")
 
@@ -38,6 +39,8 @@ class RealCosts:
     threads: int
     physical: PhysicalPruning | None
     physical_note: str
+    semi_structured: list[SemiStructuredLayer] = field(default_factory=list)  # 2:4 Linear layers timed on a GPU
+    semi_structured_note: str = ""  # what was timed, or why nothing was (empty: the mask has no 2:4 layer)
 
     def speedup(self, kind: str) -> dict[int, float] | None:
         """Measured speedup over the dense model per batch size."""
@@ -87,6 +90,8 @@ class RealCosts:
                              "the models taking turns, torch.inference_mode",
             },
             "costs_note": COSTS_NOTE,
+            "semi_structured": {"layers": [{**asdict(row), "speedup": row.speedup} for row in self.semi_structured],
+                                "note": self.semi_structured_note} if self.semi_structured_note else None,
         }
 
 
@@ -128,6 +133,8 @@ def real_costs(
     models = {"dense": dense, "masked": masked} | ({"physical": physical.model} if physical else {})
     latency = measure_latency(models, input_shape, batch_sizes, threads)
     latency.setdefault("physical", None)
+    two_four = any(is_two_four(keep) for keep in mask.values())
+    semi_rows, semi_note = time_semi_structured(masked, mask) if two_four else ([], "")
     report(1.0, "measured")
     return RealCosts(
         input_shape=input_shape,
@@ -138,5 +145,7 @@ def real_costs(
         latency_ms=latency,
         threads=threads,
         physical=physical,
+        semi_structured=semi_rows,
+        semi_structured_note=semi_note,
         physical_note=note,
     )
