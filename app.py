@@ -7,7 +7,10 @@ from pathlib import Path
 import pandas  # noqa: F401  before any session runs: plotly uses pandas if it is in sys.modules, and a
 import streamlit as st  # half-imported pandas (another session importing it) breaks its figures
 
+import compile_guard
 import ui
+
+compile_guard.install()  # before any page script is compiled: parsing is not thread-safe on CPython 3.11.0-3.11.7
 
 # A bundled image: a ":material/...:" page icon is fetched from a font host, which fails offline (the
 # st.Page icons below are drawn with the font Streamlit bundles, so they need no network).
@@ -19,6 +22,7 @@ pages = [
     st.Page("views/prune.py", title="Prune", icon=":material/content_cut:", default=True),
     st.Page("views/masks.py", title="Masks", icon=":material/grid_on:"),
     st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("views/sensitivity.py", title="Sensitivity", icon=":material/tune:"),
     st.Page("views/recall.py", title="Recall", icon=":material/balance:"),
     st.Page("views/attributions.py", title="Attributions", icon=":material/visibility:"),
     st.Page("views/valley.py", title="Loss valley", icon=":material/landscape:"),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
+import share
 from pruning import cache
 from pruning.data import DATASETS, Dataset, DataUnavailableError
 from pruning.errors import BadInputError
@@ -32,14 +33,16 @@ from pruning.sparsity_sweep import SparsitySweep, sparsity_sweep
 from pruning.train import TRAIN_PARAMS, Evaluation, TrainConfig, evaluate
 from pruning.weights import max_upload_bytes, use_weights
 
-IMBALANCE_CHOICES = (1, 2, 5, 10, 20, 50, 100)
+IMBALANCE_CHOICES = share.IMBALANCE_CHOICES
 USER_ERRORS = (BadInputError, DataUnavailableError)
 
 
 def experiment_sidebar() -> None:
     """The experiment choice (dataset, imbalance, model, seed, training) in the sidebar;
     the result is kept in ``st.session_state["experiment"]`` for the pages. The widgets keep
-    their values for the whole session (``persist_state``), whichever page is open."""
+    their values for the whole session (``persist_state``), whichever page is open; a link's values
+    (``share``) go into them first."""
+    share.restore_experiment()
     with st.sidebar:
         st.header("Experiment")
         dataset = st.selectbox(
@@ -58,12 +61,15 @@ def experiment_sidebar() -> None:
             training = declared_widgets(TRAIN_PARAMS, prefix="", persist_state="session")
         with st.expander("Bring your own weights"):
             weights_file = st.file_uploader(
-                "Trained state_dict of the chosen model (.pt)", type=["pt", "pth"], key="weights_file",
-                help="torch.save(model.state_dict(), path). Read as plain tensors only (never run as code), "
+                "Trained state_dict of the chosen model (.pt or .safetensors)", type=["pt", "pth", "safetensors"],
+                key="weights_file",
+                help="torch.save(model.state_dict(), path) or safetensors.torch.save_file(model.state_dict(), path). "
+                "Read as plain tensors only (never run as code), "
                 f"at most {max_upload_bytes() // 2**20} MB; keys and shapes must be the model's.",
             )
             mask_file = st.file_uploader(
-                "Mask (optional: {name: 0/1 tensor}; masked weights set to zero)", type=["pt", "pth"], key="mask_file",
+                "Mask (optional: {name: 0/1 tensor}; masked weights set to zero)", type=["pt", "pth", "safetensors"],
+                key="mask_file",
             )
     experiment = Experiment(
         dataset=dataset,

@@ -55,6 +55,11 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     _atomic_write(Path(path), lambda stream: torch.save(obj, stream))
 
 
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    """``data`` to a temporary file beside ``path``, then rename: never half a file."""
+    _atomic_write(Path(path), lambda stream: stream.write(data))
+
+
 def save_entry(obj, path: Path) -> None:
     """Write a cache entry (tensors, plain containers) atomically, then keep the cache under its cap."""
     atomic_torch_save(obj, path)

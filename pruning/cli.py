@@ -39,6 +39,7 @@ from pruning.report import result_json, sweep_row
 from pruning.schedules import SCHEDULES, Schedule, make_schedule, schedule_params
 from pruning.selection import GRANULARITIES, SCOPES
 from pruning.sweep import run_sweep
+from pruning.tensor_files import save_safetensors
 from pruning.train import TRAIN_PARAMS, TrainConfig
 from pruning.weights import read_bytes, use_weights
 
@@ -76,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fraction of prunable weights to remove, in [0, 1); left out for dns, grda and sdprun, "
                        "whose sparsity emerges from their settings")
     add_pruning_options(prune)
-    prune.add_argument("--out", type=Path, help="write dense.pt, model.pt, mask.pt and result.json here; with a "
-                       "structured mask also the smaller model (physical.onnx, physical.pt2) and layers.csv")
+    prune.add_argument("--out", type=out_path, help="write dense.pt, model.pt and model.safetensors (the pruned state_dict), "
+                       "mask.pt and result.json here; with a structured mask also the smaller model (physical.onnx, "
+                       "physical.pt2) and layers.csv")
     prune.add_argument("--json", action="store_true", help="print one JSON object")
 
     sweep = commands.add_parser("sweep", help="compare methods over sparsities and seeds (random and magnitude always included)")
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--sparsities", required=True, help="comma-separated sparsities in [0, 1)")
     sweep.add_argument("--seeds", default="0", help="comma-separated seeds")
     add_pruning_options(sweep)
-    sweep.add_argument("--out", type=Path, required=True, help="the CSV file to write")
+    sweep.add_argument("--out", type=out_path, required=True, help="the CSV file to write")
     sweep.add_argument("--json", action="store_true", help="print one JSON object {rows: [...]}")
 
     valley = commands.add_parser("landscape", help="loss along the line from dense to pruned and over a plane around it")
@@ -168,9 +170,11 @@ def parse_list(text: str, kind, what: str) -> list:
 def add_experiment_options(parser: argparse.ArgumentParser, weights: bool = True) -> None:
     if weights:
         parser.add_argument("--weights", type=Path, metavar="FILE",
-                            help="a trained state_dict of the model to use instead of training (checked, never run as code)")
+                            help="a trained state_dict of the model (.pt or .safetensors) to use instead of training "
+                            "(checked, never run as code)")
         parser.add_argument("--mask", type=Path, metavar="FILE",
-                            help="with --weights: a mask {name: 0/1 tensor}; the masked weights are set to zero on load")
+                            help="with --weights: a mask {name: 0/1 tensor} (.pt or .safetensors); the masked weights are set "
+                            "to zero on load")
     parser.add_argument("--dataset", default="mnist-5k", help=f"one of: {', '.join(DATASETS)}")
     parser.add_argument("--model", default="lenet5", help=f"one of: {', '.join(MODELS)}")
     parser.add_argument("--imbalance", type=float, default=1.0, help="most/least frequent class ratio of the training split (1 = balanced)")
@@ -189,7 +193,7 @@ def experiment_from_args(args) -> Experiment:
         raise BadInputError("--mask applies to --weights: give the weights it masks too")
     if getattr(args, "weights", None) is not None:
         mask = read_bytes(args.mask, "mask") if args.mask is not None else None
-        experiment = use_weights(experiment, read_bytes(args.weights, "weights"), mask)
+        experiment = use_weights(experiment, read_bytes(args.weights, "weights"), mask, store=False)  # cache untouched on exit 2
     return experiment
 
 
@@ -207,6 +211,20 @@ def command_list(args) -> int:
         for entry in entries:
             print(f"  {entry['name']:<14} {entry['description']}")
     return 0
+
+
+def out_path(text: str) -> Path:
+    """``--out``'s value; an empty one would silently mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("needs a path")
+    return Path(text)
+
+
+def check_out_file(path: Path) -> None:
+    """Fail before any work if the output file cannot be written there."""
+    if path.is_dir():
+        raise BadInputError(f"cannot write --out {path}: it is a folder (give a file name, e.g. {path / 'sweep.csv'})")
+    check_out_folder(path.parent)
 
 
 def check_out_folder(folder: Path | None) -> None:
@@ -255,7 +273,7 @@ def prune_costs(result: PruneResult, progress=None) -> RealCosts:
 
 
 def command_sweep(args) -> int:
-    check_out_folder(args.out.parent)
+    check_out_file(args.out)
     results = run_sweep(
         experiment_from_args(args),
         methods=parse_list(args.methods, str, "methods"),
@@ -341,6 +359,7 @@ def write_outputs(folder: Path, result: PruneResult, report: dict, costs: RealCo
     folder.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(result.dense_model.state_dict(), folder / "dense.pt")
     atomic_torch_save(result.pruned_state_dict(), folder / "model.pt")
+    save_safetensors(result.pruned_state_dict(), folder / "model.safetensors")  # the same tensors, no pickle
     result.mask.save(folder / "mask.pt")
     if costs is not None:
         report["exports"] = write_exports(folder, costs, result.stats)

@@ -41,7 +41,7 @@ class Experiment:
             raise BadInputError(f"seed must be in [0, 2^63), got {self.seed}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "train": self.train.to_dict()}  # TrainConfig's own: stable cache keys
 
     def key(self) -> str:
         """Stable name of the trained dense model: a hash of every choice that changes it."""

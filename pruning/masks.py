@@ -13,6 +13,7 @@ from torch import nn
 
 from pruning.cache import atomic_torch_save
 from pruning.errors import BadInputError
+from pruning.tensor_files import load_tensor_file
 
 
 class Mask(dict):
@@ -96,7 +97,8 @@ class Mask(dict):
 
     @classmethod
     def load(cls, path: str | Path) -> "Mask":
-        return cls(torch.load(path, map_location="cpu", weights_only=True))
+        """A mask saved by :meth:`save` or given as a torch or safetensors file of 0/1 tensors."""
+        return cls(load_tensor_file(path, "mask"))
 
 
 def pruned_state_dict(model: nn.Module, mask: Mask) -> dict[str, torch.Tensor]:

@@ -162,7 +162,10 @@ def run_schedule(
 
     def prune(model: nn.Module, target: float, previous: Mask | None = None) -> Mask:
         context = PruneContext(data=data, seed=experiment.seed, previous_mask=previous)
-        return method.prune(model, target, settings, context).mask
+        outcome = method.prune(model, target, settings, context)
+        if outcome.state_dict is not None:  # a method that also updates the surviving weights (SparseGPT)
+            model.load_state_dict(outcome.state_dict)
+        return outcome.mask
 
     return schedule.run(experiment, prune, sparsity, progress=progress, dense=dense, on_round=on_round)
 

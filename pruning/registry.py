@@ -8,13 +8,15 @@ from pruning.errors import BadInputError
 from pruning.methods.base import Method
 from pruning.methods.dns import DNS
 from pruning.methods.grda import GRDAMethod, SDprunMethod
+from pruning.methods.heads import HeadPruning
 from pruning.methods.lomp import LOMP
 from pruning.methods.oneshot import ONE_SHOT_METHODS
 from pruning.methods.seqattn import SeqAttn
+from pruning.methods.sparsegpt import SparseGPT
 from pruning.methods.undecayed import Undecayed
 
 METHODS: dict[str, Method] = {method.name: method for method in (
-    *ONE_SHOT_METHODS, DNS(), Undecayed(), GRDAMethod(), SDprunMethod(), SeqAttn(), LOMP())}
+    *ONE_SHOT_METHODS, DNS(), Undecayed(), GRDAMethod(), SDprunMethod(), SeqAttn(), LOMP(), SparseGPT(), HeadPruning())}
 
 
 def register(method: Method) -> Method:

@@ -144,15 +144,16 @@ def compute_sweep(model: nn.Module, data, method_name: str, settings: dict, grid
             progress(index / len(grid), f"sparsity {target:.4g} ({index + 1}/{len(grid)})")
         try:
             if nested:
-                mask = method.select(scores, target, settings, profile=profile)
-            else:
-                mask = method.prune(model, target, settings, PruneContext(data=data, seed=seed)).mask
+                outcome = PruneOutcome(method.select(scores, target, settings, profile=profile))
+            else:  # with the method's own weights where it updates them (SparseGPT)
+                outcome = method.prune(model, target, settings, PruneContext(data=data, seed=seed))
+            mask = outcome.mask
         except BadInputError as error:  # higher sparsities are refused too: the grid ends here
             if not sweep.points:
                 raise
             sweep.stopped = f"stops at {100 * sweep.points[-1].target:.1f}%: at {100 * target:.1f}% {error}"
             break
-        result = measure(model, data, method_name, settings, target, PruneOutcome(mask), time.perf_counter())
+        result = measure(model, data, method_name, settings, target, outcome, time.perf_counter())
         tensors, evaluation, stats = result.pruned_tensors, result.pruned, result.stats
         shift = intensification(dense_evaluation.per_class_recall, dense_evaluation.accuracy,
                                 evaluation.per_class_recall, evaluation.accuracy)

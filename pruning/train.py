@@ -31,7 +31,7 @@ def progress_stage(progress: Progress | None, start: float = 0.0, end: float = 1
         return None
     return lambda fraction, message: progress(min(1.0, start + fraction * (end - start)), prefix + message)
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 class TrainingDivergedError(BadInputError):
@@ -44,11 +44,18 @@ TRAIN_PARAMS = (
           label="Learning rate (cosine decay)"),
     Param("momentum", "float", 0.9, "SGD momentum.", min=0.0, max=0.999, ui_range=(0.0, 0.99), step=0.01,
           label="Momentum"),
-    Param("weight_decay", "float", 5e-4, "L2 weight decay.", min=0.0, step=1e-5, label="Weight decay"),
+    Param("weight_decay", "float", 5e-4, "Weight decay: an L2 term in the gradient for sgd and adam, decoupled "
+          "(w <- w - lr * decay * w) for adamw.", min=0.0, step=1e-5, label="Weight decay"),
     Param("batch_size", "int", 64, "Training batch size.", min=1, label="Batch size"),
-    Param("optimizer", "choice", "sgd", "sgd (with momentum) or adam.", choices=OPTIMIZERS, label="Optimizer"),
+    Param("optimizer", "choice", "sgd", "sgd (with momentum), adam, or adamw (Adam with decoupled weight decay: "
+          "Loshchilov & Hutter, ICLR 2019; the usual choice for transformers).", choices=OPTIMIZERS, label="Optimizer"),
+    Param("warmup_epochs", "int", 0, "Epochs of linear learning-rate warm-up (from lr / steps to lr) before the "
+          "cosine decay; at most half of a run (a short fine-tuning warms up for half its steps).", min=0,
+          ui_range=(0, 10), label="Warm-up epochs"),
 )
 TRAIN_DEFAULTS = {param.name: param.default for param in TRAIN_PARAMS}
+# Settings added after models were cached: left out of ``to_dict`` (and so of cache keys) at their defaults.
+KEYED_WHEN_SET = ("warmup_epochs",)
 
 
 @dataclass(frozen=True)
@@ -62,17 +69,24 @@ class TrainConfig:
     weight_decay: float = TRAIN_DEFAULTS["weight_decay"]
     batch_size: int = TRAIN_DEFAULTS["batch_size"]
     optimizer: str = TRAIN_DEFAULTS["optimizer"]
+    warmup_epochs: int = TRAIN_DEFAULTS["warmup_epochs"]
 
     def __post_init__(self):
-        for name, kind in (("epochs", int), ("batch_size", int), ("lr", float), ("momentum", float), ("weight_decay", float)):
+        for name, kind in (("epochs", int), ("batch_size", int), ("lr", float), ("momentum", float), ("weight_decay", float),
+                           ("warmup_epochs", int)):
             object.__setattr__(self, name, kind(getattr(self, name)))  # 1 and 1.0 are the same choice
         if self.optimizer not in OPTIMIZERS:
             raise BadInputError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
         if self.epochs < 0 or self.batch_size < 1 or not (self.lr > 0 and math.isfinite(self.lr)):
             raise BadInputError("epochs must be >= 0, batch_size >= 1 and lr a positive number")
+        if self.warmup_epochs < 0:
+            raise BadInputError("warmup_epochs must be >= 0")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as a dict; those in ``KEYED_WHEN_SET`` only when not at their default, so
+        the models trained before they existed keep their cache keys."""
+        return {name: value for name, value in asdict(self).items()
+                if name not in KEYED_WHEN_SET or value != TRAIN_DEFAULTS[name]}
 
     @classmethod
     def from_settings(cls, overrides: dict | None = None) -> TrainConfig:
@@ -83,12 +97,32 @@ class TrainConfig:
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 def cosine_decay(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """The learning rate decayed to zero along a cosine over ``total_steps`` steps (stepped per step)."""
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
+                  warmup_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Step s (0-based) trains at ``lr * (s + 1) / W`` for s < W (W = ``warmup_steps``, at most half
+    of the run), then at ``lr * (1 + cos(pi (s - W) / (T - W))) / 2``: the cosine decay of
+    ``cosine_decay`` started after the warm-up. Without warm-up it is ``cosine_decay`` itself."""
+    total = max(1, total_steps)
+    warmup = min(max(0, warmup_steps), total // 2)
+    if warmup == 0:
+        return cosine_decay(optimizer, total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, total - warmup) / (total - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def cosine_sgd(parameters, lr: float, total_steps: int, momentum: float = 0.9,
@@ -202,15 +236,16 @@ def fit(
     update_mask: Callable[[int, nn.Module], Mask | None] | None = None,
     stop_after_epochs: int | None = None,
 ) -> list[dict]:
-    """Train ``model`` in place with ``config``'s optimizer and a cosine learning-rate decay to
-    zero (per step); one history row per epoch ``{epoch, train_loss, test_accuracy, test_loss,
+    """Train ``model`` in place with ``config``'s optimizer, its warm-up and a cosine learning-rate
+    decay to zero (per step); one history row per epoch ``{epoch, train_loss, test_accuracy, test_loss,
     sparsity}``.
 
     ``update_mask(step, model)``, called before every step, may return a new mask (gradual
     pruning); ``stop_after_epochs`` stops early on the same learning-rate schedule, which
     reproduces the weights of epoch k of a full run (rewinding)."""
     optimizer = make_optimizer(model, config)
-    scheduler = cosine_decay(optimizer, config.epochs * steps_per_epoch(data, config.batch_size))
+    per_epoch = steps_per_epoch(data, config.batch_size)
+    scheduler = warmup_cosine(optimizer, config.epochs * per_epoch, config.warmup_epochs * per_epoch)
     state = {"mask": mask}
     if mask:
         mask.apply_(model)

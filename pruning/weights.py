@@ -1,11 +1,13 @@
 """Bring your own weights: a trained state_dict (and optionally a mask) for a registry model.
 
-A weights file is untrusted input. It is read with ``torch.load(weights_only=True)``, which
-unpickles tensors and plain containers only and refuses anything that would import or call code;
-it must be under a size limit (``PRUNING_MAX_UPLOAD_MB``, default 200); its keys and shapes must
-be exactly the model's. Accepted layouts: a plain state_dict, ``{"state_dict": ...}`` (training
-checkpoints and this project's cache entries), keys prefixed ``module.`` (DataParallel), and
-``torch.nn.utils.prune``'s ``weight_orig`` + ``weight_mask`` pairs (folded into ``weight``).
+A weights file is untrusted input. A safetensors file (told by its content, see
+``pruning.tensor_files``) holds raw tensors and cannot carry code; a torch file is read with
+``torch.load(weights_only=True)``, which unpickles tensors and plain containers only and refuses
+anything that would import or call code. Either must be under a size limit
+(``PRUNING_MAX_UPLOAD_MB``, default 200); its keys and shapes must be exactly the model's.
+Accepted layouts: a plain state_dict, ``{"state_dict": ...}`` (training checkpoints and this
+project's cache entries), keys prefixed ``module.`` (DataParallel), and ``torch.nn.utils.prune``'s
+``weight_orig`` + ``weight_mask`` pairs (folded into ``weight``).
 
 Registered weights are stored, re-saved as plain tensors, in the cache under a hash of their
 content; the experiment names them by that hash, so every cached result of a model built on
@@ -15,11 +17,7 @@ uploaded weights is kept apart from the trained ones.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import pickle
-import re
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from pruning.cache import cache_dir, load_entry, save_entry
 from pruning.errors import BadInputError
 from pruning.masks import Mask
 from pruning.models import prunable_weight_names
+from pruning.tensor_files import check_named, read_tensors
 
 DEFAULT_MAX_UPLOAD_MB = 200
 SHOWN_KEYS = 4  # key names quoted in a mismatch message
@@ -51,26 +50,16 @@ def read_bytes(path: str | Path, what: str = "weights") -> bytes:
     size = path.stat().st_size
     if size > max_upload_bytes():
         raise BadInputError(f"{what} file {path.name!r} is {size / 2**20:.1f} MB, over the {max_upload_bytes() / 2**20:.0f} MB limit")
-    return path.read_bytes()
+    content = path.read_bytes()
+    check_named(content, path.name, what)
+    return content
 
 
 def load_tensors(content: bytes, what: str = "weights") -> dict[str, torch.Tensor]:
-    """``{name: tensor}`` from a file's bytes, never running code from it."""
+    """``{name: tensor}`` from a torch or safetensors file's bytes, never running code from it."""
     if len(content) > max_upload_bytes():
         raise BadInputError(f"the {what} file is {len(content) / 2**20:.1f} MB, over the {max_upload_bytes() / 2**20:.0f} MB limit")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pickle-protocol notes: the outcome is what counts
-            entry = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        detail = f", it asks for {found.group(1)}" if found else ""
-        raise BadInputError(
-            f"the {what} file was refused: it is not a file of plain tensors (a pickle that would build other objects "
-            f"or run code{detail}, or not a torch file at all); save model.state_dict(), not the model"
-        ) from None
-    except Exception as error:  # truncated, not a torch file, ...
-        raise BadInputError(f"the {what} file cannot be read as a torch file: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    entry = read_tensors(content, what)
     if isinstance(entry, dict) and isinstance(entry.get("state_dict"), dict):
         entry = entry["state_dict"]
     if not isinstance(entry, dict) or not entry:
@@ -138,13 +127,22 @@ def uploads_path(model_name: str, digest: str) -> Path:
     return cache_dir() / "uploads" / f"{model_name}-{digest}.pt"
 
 
-def use_weights(experiment, weights: bytes, mask: bytes | None = None):
+# Weights checked for one CLI run (``use_weights(..., store=False)``): held by this process, never
+# written, so a command that then stops on bad input leaves the cache as it was.
+_held: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+
+
+def use_weights(experiment, weights: bytes, mask: bytes | None = None, store: bool = True):
     """``experiment`` on the given weights (pruned by ``mask`` if given: masked weights set to
-    exactly 0) instead of training: checked, stored in the cache, named by a hash of the content."""
-    digest = hashlib.sha256(weights + b"\0mask\0" + (mask or b"")).hexdigest()[:16]
+    exactly 0) instead of training: checked, named by a hash of the content, and stored in the
+    cache (the app: every session and rerun finds them there) or, with ``store=False`` (the CLI),
+    held by this process only."""
+    # the dataset too: the same file checked against another dataset's input shape is another question
+    fitted_to = f"\0{experiment.dataset}/{experiment.model}\0mask\0".encode()
+    digest = hashlib.sha256(weights + fitted_to + (mask or b"")).hexdigest()[:16]
     path = uploads_path(experiment.model, digest)
     named = replace(experiment, weights=digest)
-    if path.exists():  # checked when stored; the app calls this on every rerun, so no re-read here
+    if (experiment.model, digest) in _held or path.exists():  # checked when stored; the app calls this on every rerun
         return named
     data = experiment.load_data()
     model = experiment.build_model(data)
@@ -152,12 +150,17 @@ def use_weights(experiment, weights: bytes, mask: bytes | None = None):
     if mask is not None:
         for name, entry in check_mask(load_tensors(mask, "mask"), model, experiment.model).items():
             state[name] = state[name] * entry
-    save_entry({"state_dict": state}, path)
+    if store:
+        save_entry({"state_dict": state}, path)
+    else:
+        _held[experiment.model, digest] = state
     return named
 
 
 def stored_weights(experiment) -> dict[str, torch.Tensor]:
     """The state_dict registered under ``experiment.weights``."""
+    if (experiment.model, experiment.weights) in _held:
+        return _held[experiment.model, experiment.weights]
     path = uploads_path(experiment.model, experiment.weights)
     entry = load_entry(path)
     if entry is None:

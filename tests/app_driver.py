@@ -6,6 +6,9 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+import compile_guard
+
+compile_guard.install()  # AppTest compiles the scripts anew on every run, sessions of a test at once: see compile_guard
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
 

@@ -255,3 +255,44 @@ def test_the_scrubber_redraws_in_the_browser_without_a_server_run(server, page):
     assert page.locator("[data-testid='stApp']").get_attribute("data-test-script-state") == "notRunning"
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "prune-scrubber.png"), full_page=True)
+
+
+def test_a_link_reopens_the_view_and_the_url_follows_the_widgets(server, page):
+    """A link with a query string opens the page with those choices in its widgets; moving the
+    sparsity slider (a fragment rerun) updates the address bar and the sidebar's link; a bad value
+    in a link is named in the page, never an exception."""
+    page.goto(f"{server}/?model=mlp&train.epochs=1&method=random&sparsity=0.5&scope=layerwise")
+    page.wait_for_selector("[data-testid='stMetric']", timeout=180_000)
+    wait_for_run(page)
+    sidebar = page.locator("[data-testid='stSidebar']")
+    assert sidebar.get_by_role("combobox", name="Model").input_value() == "mlp"
+    assert page.get_by_role("combobox", name="Method", exact=True).input_value() == "random"
+    assert page.get_by_role("radio", name="layerwise").is_checked()
+    sparsity = page.locator("[data-testid='stSlider']", has_text="Sparsity (fraction").get_by_role("slider")
+    assert sparsity.input_value() == "0.5"
+    assert metric_value(page, "Sparsity achieved") == "50.00%"
+    assert "model=mlp" in page.url and "scope=layerwise" in page.url
+
+    sparsity.focus()
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")
+    page.wait_for_url("**sparsity=0.55**", timeout=60_000)
+    wait_for_run(page)
+    link = sidebar.locator("[data-testid='stCode']").last
+    page.wait_for_function("() => [...document.querySelectorAll(\"[data-testid='stSidebar'] [data-testid='stCode']\")]"
+                           ".some(e => e.innerText.includes('sparsity=0.55'))", timeout=30_000)
+    assert link.inner_text().strip().startswith(server)
+    assert "method=random" in page.url and "model=mlp" in page.url
+    sidebar.locator("[data-testid='stNumberInput']", has_text="Seed").locator("[data-testid='stNumberInputStepUp']").click()
+    page.wait_for_url("**seed=1**", timeout=60_000)  # a sidebar choice too (the model trains again, one epoch)
+    wait_for_run(page)
+    assert "sparsity=0.55" in page.url
+    assert page.locator("[data-testid='stException']").count() == 0
+
+    page.goto(f"{server}/?model=mlp&train.epochs=1&sparsity=abc&colour=red")
+    page.wait_for_selector("text=sparsity=abc", timeout=180_000)
+    wait_for_run(page)
+    assert page.get_by_text("colour=red").count() == 1
+    assert page.locator("[data-testid='stSlider']", has_text="Sparsity (fraction").get_by_role("slider").input_value() == "0.8"
+    assert "sparsity" not in page.url and "colour" not in page.url
+    assert page.locator("[data-testid='stException']").count() == 0

@@ -1,6 +1,9 @@
 import streamlit as st
 
+import share
+
 st.title("Pruning Explorer")
+share.experiment_only()  # a link to this page carries the experiment
 st.markdown(
     """
 An interactive laboratory for neural-network pruning. Pick a dataset and a model in the sidebar;
@@ -11,6 +14,8 @@ most, and which classes pay for it.
 - **Masks**: which weights, channels or blocks are gone, layer by layer; for methods that prune while
   they train (DNS, gRDA, sDprun, SequentialAttention++, ...), how the mask evolves, splicing included.
 - **Compare**: methods over a sparsity sweep, ShrinkBench-style.
+- **Sensitivity**: each layer pruned alone at several sparsities: which layers can go how far,
+  which classes lean on which layer, and per-layer sparsities to apply on **Prune**.
 - **Recall**: which classes pay for pruning, and whether pruning intensifies the gaps the dense model has.
 - **Loss valley**: the loss along the path from the dense to the pruned weights and on a 2-D slice,
   with the Hessian's sharpness.

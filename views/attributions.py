@@ -5,6 +5,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+import share
 import ui
 from pruning.analysis.attribution import (
     INPUT_METHODS,
@@ -39,9 +40,11 @@ CHANNEL_HELP = {
     "ablation": "ablation: the logit change when the channel is replaced by its bias, what pruning leaves (seconds)",
 }
 
+VIEW = share.View("attr.", method="attr-gradxact", sparsity=0.7, max_sparsity=0.95)  # what a link to this page carries
 experiment = ui.current_experiment()
 st.title("Attributions")
 st.caption(f"{experiment.model} on {experiment.dataset} · imbalance {experiment.imbalance:g} · seed {experiment.seed}")
+share.restore(VIEW)
 st.markdown(
     "Which neurons/filters a decision rests on, and what the pruned model looks at. A **channel attribution** says "
     "how much one output channel of a Linear/Conv layer (before its activation function) contributed to the logit of "
@@ -188,10 +191,11 @@ def attribution_view():
     controls, results = st.columns([1, 3], gap="large")
     with controls:
         method, sparsity = ui.method_and_sparsity(
-            "attr.", "Sparsity (fraction removed)", 0.7, maximum=0.95, step=0.05, default="attr-gradxact",
+            "attr.", "Sparsity (fraction removed)", VIEW.sparsity, maximum=VIEW.max_sparsity, step=0.05, default=VIEW.method,
             help="For structured granularity the fraction of neurons/filters removed (a channel ratio).",
         )
         settings = ui.checked_settings(method, prefix="attr.")
+        share.follow(VIEW)
         if settings is None:
             return
         with st.expander("Channel attribution", expanded=True):

@@ -5,6 +5,7 @@ import re
 import pandas as pd
 import streamlit as st
 
+import share
 import ui
 from pruning.errors import BadInputError
 from pruning.plots.compare import sweep_accuracy_figure
@@ -87,6 +88,7 @@ def show_results(rows: list[dict], key) -> None:
 experiment = ui.current_experiment()
 st.title("Compare")
 st.caption(f"{experiment.model} on {experiment.dataset} · imbalance {experiment.imbalance:g} · seed {experiment.seed}")
+share.experiment_only()  # a link to this page carries the experiment
 st.markdown(
     "Prune the dense model with several methods at several sparsities and compare accuracy against "
     "compression (all parameters / nonzero parameters) and theoretical speedup (dense FLOPs / FLOPs of the "

@@ -3,6 +3,7 @@ accuracy, predicted from the Hessian spectrum and the weight magnitudes, and mea
 
 import streamlit as st
 
+import share
 import ui
 from pruning.analysis.limit import LimitSettings, fundamental_limit, is_limit_cached
 from pruning.errors import BadInputError
@@ -11,6 +12,7 @@ from pruning.plots.limit import limit_accuracy_figure, limit_crossing_figure, sp
 experiment = ui.current_experiment()
 st.title("Limit")
 st.caption(f"{experiment.model} on {experiment.dataset} · imbalance {experiment.imbalance:g} · seed {experiment.seed}")
+share.experiment_only()  # a link to this page carries the experiment
 st.markdown(
     "How sparse can the network get before it loses accuracy? Following Zhang et al. (*How Sparse Can We Prune a "
     "Deep Network*), the model is trained with cross-entropy plus λ‖w‖₁ and then pruned globally by magnitude in "

@@ -3,6 +3,7 @@
 import streamlit as st
 import torch
 
+import share
 import ui
 from pruning.mask_diff import mask_overlap, mask_transitions
 from pruning.methods.base import PruneContext
@@ -21,9 +22,11 @@ from pruning.registry import get_method, method_names
 from pruning.selection import check_sparsity
 
 DEFAULT_SPARSITY = 0.9  # the slider's start, and where the scrubber opens (one figure for every session)
+VIEW = share.View("masks.", method="magnitude", sparsity=DEFAULT_SPARSITY)  # what a link to this page carries
 experiment = ui.current_experiment()
 st.title("Masks")
 st.caption(f"{experiment.model} on {experiment.dataset} · imbalance {experiment.imbalance:g} · seed {experiment.seed}")
+share.restore(VIEW)
 st.markdown(
     "Each heatmap cell is one weight of a layer: **dark = kept**, **light = pruned**. Linear layers are "
     "drawn as output neurons × input features, conv layers as filters × (input channels · kernel height · "
@@ -151,6 +154,7 @@ def masks_view():
         method = ui.method_picker("masks.")
         settings = ui.checked_settings(method, prefix="masks.")
     if settings is None:
+        share.follow(VIEW)
         return
     scrubber = results.container()  # filled last: the sweep behind it may still be computing
     exact_view(method, settings, names, parameters, shapes)
@@ -170,6 +174,7 @@ def exact_view(method, settings: dict, names: list[str], parameters: dict, shape
             sparsity = st.slider("Sparsity (fraction of prunable weights removed)", 0.0, 0.99, DEFAULT_SPARSITY, 0.01,
                                  key="masks.sparsity",
                                  help="Parameter ratio over Linear/Conv weights; for structured/block granularity a group ratio.")
+        share.follow(VIEW)
         result = ui.pruned_result(experiment, state, method, sparsity, settings, key="masks.run")
         if result is None:
             return

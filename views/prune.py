@@ -10,11 +10,15 @@ import pandas as pd
 import streamlit as st
 import torch
 
+import share
 import ui
 from pruning.errors import BadInputError
 from pruning.export import LAYERS_FILE, ONNX_FILE, PROGRAM_FILE, export_bytes, layers_csv
+from pruning.methods.oneshot import AllocationDetails
+from pruning.methods.sparsegpt import SparseGPTDetails
 from pruning.physical.costs import COSTS_NOTE, real_costs
 from pruning.pipeline import PruneResult, prune_model
+from pruning.plots.details import allocation_figure, sparsegpt_figure
 from pruning.plots.palette import WARN_SPARSITY
 from pruning.plots.prune import (
     class_recall_figure,
@@ -29,9 +33,11 @@ from pruning.schedules import OneShot
 from pruning.train import steps_per_epoch
 
 DEFAULT_SPARSITY = 0.8  # the slider's start, and where the scrubber opens (one figure for every session)
+VIEW = share.View(method="magnitude", sparsity=DEFAULT_SPARSITY, schedule=True)  # what a link to this page carries
 experiment = ui.current_experiment()
 st.title("Prune")
 st.caption(f"{experiment.model} on {experiment.dataset} · imbalance {experiment.imbalance:g} · seed {experiment.seed}")
+share.restore(VIEW)
 state = ui.dense_state(experiment)
 
 with st.expander("Dense model training curve"):
@@ -57,6 +63,7 @@ def show_result(result: PruneResult, sparsity: float | None, accuracy_before_fin
     if result.history:
         st.plotly_chart(history_figure(result.history), key="run_history")
     st.plotly_chart(layer_sparsity_figure(stats, target=sparsity), key="layer_sparsity")
+    show_details(result.details)
     st.plotly_chart(
         class_recall_figure(list(state.data.class_names), dense.per_class_recall, pruned.per_class_recall,
                             dense.accuracy, pruned.accuracy),
@@ -64,6 +71,23 @@ def show_result(result: PruneResult, sparsity: float | None, accuracy_before_fin
     )
     with st.expander("Real size and speed: physically smaller model, measured latency, downloads"):
         real_costs_panel(result, run)
+
+
+def show_details(details) -> None:
+    """The method's own numbers: a one-shot cut's per-layer allocation, SparseGPT's weight updates."""
+    if isinstance(details, AllocationDetails):
+        with st.expander(f"Allocation across layers: {details.allocation}"):
+            st.plotly_chart(allocation_figure(details.layer_targets), key="allocation")
+            if details.left_dense:
+                st.info("Left dense (their rows do not divide into groups of M): " + ", ".join(details.left_dense))
+    elif isinstance(details, SparseGPTDetails):
+        with st.expander("SparseGPT's reconstruction: errors and weight updates", expanded=True):
+            st.plotly_chart(sparsegpt_figure(details.reconstruction_error, details.masked_error, details.movement_edges,
+                                             details.movement_counts), key="sparsegpt")
+            st.caption(f"Calibration: {details.calibration_samples} class-balanced training samples, pattern "
+                       f"{details.pattern}. Mean layer-output error {details.mean_reconstruction_error:.4f} with the "
+                       f"update against {details.mean_masked_error:.4f} for the same mask without it."
+                       + "".join(f" {name} left dense: {why}." for name, why in details.left_dense.items()))
 
 
 COST_LABELS = {
@@ -119,6 +143,12 @@ def real_costs_panel(result: PruneResult, run: tuple) -> None:
         st.info(costs.physical_note)
     else:
         st.caption(costs.physical_note)
+    if costs.semi_structured:
+        st.dataframe(pd.DataFrame([{"layer": row.layer, "shape": str(row.shape), "dense fp16 (ms)": row.dense_ms,
+                                    "2:4 sparse (ms)": row.sparse_ms, "measured speedup (x)": row.speedup}
+                                   for row in costs.semi_structured]), hide_index=True, key="semi_structured")
+    if costs.semi_structured_note:
+        st.caption(f"2:4 kernels on a GPU: {costs.semi_structured_note}")
     st.caption(f"{COSTS_NOTE} Latency: median of timed CPU forward passes with {costs.threads} thread, "
                "after warm-up, the models taking turns; a shared machine makes it noisy.")
     summary = {"experiment": experiment.to_dict(), "method": result.method, "settings": result.settings,
@@ -155,10 +185,14 @@ SLIDER_HELP = "A parameter ratio for unstructured pruning; a channel or block ra
 
 
 def sparsity_slider(method) -> float | None:
+    """The last of the page's choices: the URL follows them from here (in the fragment, when it is in one)."""
     if not method.target_sparsity:
         st.caption(f"{method.name}'s sparsity emerges from its settings; there is no target to set.")
+        share.follow(VIEW)
         return None
-    return st.slider(SLIDER_LABEL, 0.0, 0.99, DEFAULT_SPARSITY, 0.01, key="sparsity", help=SLIDER_HELP)
+    sparsity = st.slider(SLIDER_LABEL, 0.0, 0.99, DEFAULT_SPARSITY, 0.01, key="sparsity", help=SLIDER_HELP)
+    share.follow(VIEW)
+    return sparsity
 
 
 @st.fragment
@@ -191,6 +225,7 @@ def pruning_panel():
                 schedule = ui.schedule_controls()
         except BadInputError as error:
             st.error(str(error))
+            share.follow(VIEW)
             return
     if schedule.is_live and not method.trains:
         scrubber = results.container()

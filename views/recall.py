@@ -10,6 +10,7 @@ from collections import OrderedDict
 import pandas as pd
 import streamlit as st
 
+import share
 import ui
 from pruning.analysis.recall import VERDICTS, flipped_predictions, intensification
 from pruning.analysis.recall_runs import alpha_by_level, level_sparsities, recall_run
@@ -29,6 +30,7 @@ from pruning.train import Evaluation
 
 FLIP_LIMIT = 24
 DEFAULT_SPARSITY = 0.9
+VIEW = share.View("recall.", method="magnitude", sparsity=DEFAULT_SPARSITY, one_shot_only=True)  # what a link carries
 KEPT_EVALUATIONS = 200  # each holds the test predictions: 8 bytes per test image
 SWEEP_DEFAULT_METHODS = ("magnitude", "undecayed")
 MAX_SPARSITIES = (0.5, 0.75, 0.9, 0.95, 0.98, 0.99)
@@ -37,6 +39,7 @@ VERDICT_BOX = {"intensified": st.warning, "de-intensified": st.success, "no clea
 experiment = ui.current_experiment()
 st.title("Recall")
 st.caption(f"{experiment.model} on {experiment.dataset} · imbalance {experiment.imbalance:g} · seed {experiment.seed}")
+share.restore(VIEW)
 st.markdown(
     "Which classes pay for pruning, and does pruning widen the gaps the dense model already has? For each "
     "class c, its **relative recall gap** is d = recall_c / accuracy − 1 (negative: the class is recognised less "
@@ -121,6 +124,7 @@ def live_panel(method: Method, settings: dict) -> None:
     with controls:
         sparsity = st.slider("Sparsity (fraction of prunable weights removed)", 0.0, 0.99, DEFAULT_SPARSITY, 0.01,
                              key="recall.sparsity", help="The trained dense model is pruned one-shot, nothing retrained.")
+        share.follow(VIEW)
         try:
             pruned = pruned_evaluation(method, settings, sparsity)
         except ui.USER_ERRORS as error:
@@ -245,6 +249,8 @@ with controls:
     chosen, chosen_settings = method_controls()
 if chosen_settings is not None:
     live_panel(chosen, chosen_settings)
+else:
+    share.follow(VIEW)
 sweep_panel()
 if chosen_settings is not None:
     with scrubbed:  # filled last: a sweep computed for the first time takes a while, the panels below need not wait

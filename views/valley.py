@@ -9,6 +9,7 @@ import threading
 
 import streamlit as st
 
+import share
 import ui
 from pruning.analysis.valley import (
     COARSE_BATCH,
@@ -26,9 +27,11 @@ from pruning.plots.valley import (
     valley_scrub_figure,
 )
 
+VIEW = share.View("valley.", method="magnitude", sparsity=0.9)  # what a link to this page carries
 experiment = ui.current_experiment()
 st.title("Loss valley")
 st.caption(f"{experiment.model} on {experiment.dataset} · imbalance {experiment.imbalance:g} · seed {experiment.seed}")
+share.restore(VIEW)
 st.markdown(
     "Directional pruning (gRDA, sDprun) claims that the pruned model lies **in the same flat valley as the SGD "
     "minimum** it came from: on the straight line from the dense weights (a = 0) to the pruned ones (a = 1) the "
@@ -166,7 +169,7 @@ def line_scrubber(method, sparsity: float, settings: dict) -> None:
 def valley_view():
     controls, results = st.columns([1, 3], gap="large")
     with controls:
-        method, sparsity = ui.method_and_sparsity("valley.", "Sparsity (fraction of prunable weights removed)", 0.9)
+        method, sparsity = ui.method_and_sparsity("valley.", "Sparsity (fraction of prunable weights removed)", VIEW.sparsity)
         grid = st.slider("Grid points per axis", 5, 41, 21, 2, key="valley.grid",
                          help="of the computation behind the button: a in [-0.5, 1.5] and the random direction in "
                          "[-1, 1]; the plane costs grid² evaluations")
@@ -177,6 +180,7 @@ def valley_view():
                              help="zero on the weights the mask prunes: the plane stays inside the pruned subspace")
         with_sharpness = st.toggle("Sharpness (Hessian eigenvalue and trace)", value=True, key="valley.sharpness")
         settings = ui.checked_settings(method, prefix="valley.")
+        share.follow(VIEW)
         if settings is None:
             return
         result = ui.pruned_result(experiment, state, method, sparsity, settings, key="valley.run")

@@ -18,6 +18,12 @@ the masked model computes (before any fine-tuning):
   constant channel of the group (its input weights absorb ``sum_c v_c / v_k W[:, c]``), so a
   group keeps at most one or two such channels (counted as ``constant``).
 - Every group keeps at least one channel (counted as ``last``).
+- Attention heads go whole (``units``: q, k and v rows come in blocks of the head size), since the
+  model reshapes them into equal heads; masked rows of a head that keeps others stay (``coupled``).
+  A removed head whose q, k, v rows are zeroed sees equal scores for every token, so it outputs its
+  v bias: a constant folded into the projection's bias like any other. A block keeps one head.
+- A channel a LayerNorm normalises (the transformer's residual stream) stays: removing it would
+  change the mean and variance the other channels are normalised by (counted as ``coupled``).
 - Optionally (``channel_multiple``) a group keeps a few more removable channels so that its
   channel count is a multiple of, say, 8 (counted as ``aligned``): CPU conv kernels work in
   blocks of 8 or 16 channels, and 17 channels can take longer than 24 (bench/speedup.py).
@@ -31,6 +37,7 @@ import torch
 from torch import nn
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+NORMS_ACROSS_CHANNELS = (nn.LayerNorm, nn.GroupNorm)
 
 
 def _is_depthwise(module: nn.Module) -> bool:
@@ -87,9 +94,11 @@ class GroupPlan:
             apply()
 
 
-def plan_group(group, graph, masked_rows, inputs, reasons, channel_multiple: int = 1) -> GroupPlan:
+def plan_group(group, graph, masked_rows, inputs, reasons, channel_multiple: int = 1,
+               units: dict | None = None) -> GroupPlan:
     """Which channels of ``group`` go (steps 1 to 3) and the folds that keep the outputs exact (step 4);
-    ``reasons`` records why each masked filter that stays is kept."""
+    ``reasons`` records why each masked filter that stays is kept. ``units`` maps a layer whose
+    output rows go only in whole blocks (attention heads) to the block size."""
     producers, consumers = [], []
     for item in group.items:
         module = item.dep.target.module
@@ -112,6 +121,8 @@ def plan_group(group, graph, masked_rows, inputs, reasons, channel_multiple: int
             for index, root in pairs:
                 depthwise_masked.setdefault(root, []).append((module, bool(masked_rows[module][index])))
     candidates = set(channels)
+    if any(isinstance(item.dep.target.module, NORMS_ACROSS_CHANNELS) for item in group.items):
+        candidates = set()  # a LayerNorm mixes its channels' statistics: none can go
     for module, pairs in producers:
         readers = None if _is_depthwise(module) else _first_readers(graph, module)
         for index, root in pairs:
@@ -133,7 +144,7 @@ def plan_group(group, graph, masked_rows, inputs, reasons, channel_multiple: int
             if seen is None:
                 candidates.discard(root)
                 continue
-            column = seen[:, index]
+            column = seen[..., index] if isinstance(module, nn.Linear) else seen[:, index]  # tokens x features
             value = column.reshape(-1)[0]
             if float((column - value).abs().max()) > 1e-6 * (1.0 + float(value.abs())):
                 candidates.discard(root)  # not constant after all: keep it (never expected)
@@ -164,11 +175,20 @@ def plan_group(group, graph, masked_rows, inputs, reasons, channel_multiple: int
     for root in carriers:
         _note(reasons, producers, root, "constant")
     remove = candidates - carriers
+    unit = max([(units or {}).get(module, 1) for module, _ in producers] or [1])
+    blocks = {}  # block -> its channels
+    for root in channels:
+        blocks.setdefault(root // unit, []).append(root)
+    partial = {root for members in blocks.values() if not remove.issuperset(members) for root in members} & remove
+    for root in partial:
+        remove.discard(root)
+        _note(reasons, producers, root, "coupled")
     if remove and len(remove) >= len(channels):
-        last = max(remove)
-        remove.discard(last)
-        _note(reasons, producers, last, "last")
-    extra = -(len(channels) - len(remove)) % max(channel_multiple, 1)
+        last = blocks[max(remove) // unit]
+        remove.difference_update(last)
+        for root in last:
+            _note(reasons, producers, root, "last")
+    extra = 0 if unit > 1 else -(len(channels) - len(remove)) % max(channel_multiple, 1)
     for root in sorted(remove)[len(remove) - min(extra, len(remove)):]:
         remove.discard(root)
         _note(reasons, producers, root, "aligned")

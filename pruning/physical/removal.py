@@ -21,15 +21,21 @@ from pruning.masks import Mask
 from pruning.metrics import model_stats
 from pruning.models import output_layer_name
 from pruning.physical.groups import LAYER_TYPES, plan_group
+from pruning.vit import attention_layers
 
 
 def structure_problem(mask: Mask) -> str | None:
     """Why ``mask`` cannot be applied physically, or None when it can: every masked neuron/filter
-    must be kept or removed whole, since a dense kernel cannot skip single weights."""
+    must be kept or removed whole, since a dense kernel cannot skip single weights. Whole input
+    columns may be zero too (an attention head's projection columns): the pruned weights must be
+    exactly the rows and columns they cover."""
     partial = []
     for name, entry in mask.items():
-        rows = entry.reshape(entry.shape[0], -1) if entry.dim() > 1 else entry.reshape(-1, 1)
-        if bool((rows.any(1) & ~rows.all(1)).any()):
+        if entry.dim() < 2:
+            continue
+        rows = entry.reshape(entry.shape[0], entry.shape[1], -1)
+        kept_rows, kept_columns = rows.any(2).any(1), rows.any(2).any(0)
+        if not torch.equal(rows, (kept_rows[:, None] & kept_columns[None, :])[:, :, None].expand_as(rows)):
             partial.append(name)
     if not partial:
         return None
@@ -37,7 +43,7 @@ def structure_problem(mask: Mask) -> str | None:
         f"This mask cannot be applied physically: it prunes single weights or blocks inside neurons/filters "
         f"({len(partial)} of {len(mask)} layers, e.g. {partial[0]}), and dense kernels still multiply those "
         "zeros, so the model is neither smaller nor faster. Only structured pruning (granularity structured: "
-        "whole neurons/filters) gives a physically smaller model."
+        "whole neurons/filters) or head pruning gives a physically smaller model."
     )
 
 
@@ -115,11 +121,13 @@ def remove_pruned_channels(
         graph = tp.DependencyGraph().build_dependency(small, example_inputs=torch.zeros(1, *input_shape), verbose=False)
     output_layer = dict(small.named_modules())[output_layer_name(small)]
     layers = {module: name for module, name in names.items() if isinstance(module, LAYER_TYPES)}
+    attentions = attention_layers(small).values()
+    units = {getattr(attention, part): attention.head_dim for attention in attentions for part in "qkv"}
     removed_rows = {module: torch.zeros(module.weight.shape[0], dtype=torch.bool) for module in layers}
     masked_rows = {module: _masked_rows(mask, f"{name}.weight", module) for module, name in layers.items()}
     reasons = {module: {} for module in masked_rows}  # module -> {row: reason it stays}
     plans = [
-        plan_group(group, graph, masked_rows, inputs, reasons, channel_multiple)
+        plan_group(group, graph, masked_rows, inputs, reasons, channel_multiple, units)
         for group in graph.get_all_groups(ignored_layers=[output_layer])
     ]
     with torch.no_grad():
@@ -130,6 +138,8 @@ def remove_pruned_channels(
             for module, rows in plan.producer_rows().items():
                 removed_rows[module][rows] = True
             graph.get_pruning_group(plan.root, plan.handler, sorted(plan.remove)).prune()
+    for attention in attentions:  # whole heads went: the reshape into heads follows
+        attention.num_heads = attention.q.out_features // attention.head_dim
     small.eval()
 
     summary, kept = [], {"coupled": 0, "constant": 0, "last": 0, "aligned": 0}
