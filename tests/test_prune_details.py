@@ -46,3 +46,15 @@ def test_sparsegpt_shows_its_errors_and_weight_movements(app):
     assert updated["y"] == pytest.approx(list(details.reconstruction_error.values()))
     assert masked["y"] == pytest.approx(list(details.masked_error.values()))
     assert all(a <= b for a, b in zip(updated["y"], masked["y"])), "the update lowers every layer's error"
+
+
+def test_the_masks_page_zooms_onto_n_m_groups():
+    at = start(wait_for_sweeps=False, model="mlp", epochs=2)
+    at.switch_page("views/masks.py").run()
+    at.radio(key="masks.magnitude.granularity").set_value("nm").run()
+    assert not at.exception and not at.error
+    spec = next(spec for spec in figures(at) if spec["layout"].get("meta", {}).get("counts"))
+    rows, inputs = train_dense(EXPERIMENT).model.fc1.weight.shape  # the first layer is shown
+    assert spec["layout"]["meta"]["counts"] == [0, 0, rows * inputs // 4, 0, 0]  # every group of 4 keeps exactly 2
+    cells = spec["data"][0]["z"]
+    assert all(sum(row[start:start + 4]) == 2 for row in cells for start in range(0, len(row), 4))

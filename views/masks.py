@@ -17,6 +17,7 @@ from pruning.plots.masks import (
     mask_turnover_figure,
     overlap_figure,
 )
+from pruning.plots.patterns import nm_zoom_figure
 from pruning.plots.prune import layer_sparsity_figure
 from pruning.registry import get_method, method_names
 from pruning.selection import check_sparsity
@@ -193,9 +194,24 @@ def exact_view(method, settings: dict, names: list[str], parameters: dict, shape
         st.markdown(f"**At exactly {100 * sparsity:g}%** (the slider on the left)")
     granularity = settings.get("granularity", "block" if "block_size" in settings else "unstructured")
     layer_heatmaps(result.mask, names, parameters, granularity, settings.get("block_size", 1))
+    if granularity == "nm" or method.name in ("wanda", "sparsegpt"):
+        nm_zoom(result, names, parameters, settings.get("nm_pattern", "2:4"))
     if len(result.snapshots) > 1:
         mask_evolution(result.snapshots, names, shapes)
     overlap_section(method, settings, sparsity, result, names)
+
+
+def nm_zoom(result, names, parameters, pattern: str) -> None:
+    """One layer's first groups of M weight by weight, and how many weights each group keeps: N:M
+    keeps exactly N everywhere, an unstructured mask of the same sparsity spreads around it."""
+    m = int(pattern.split(":")[1])
+    st.subheader(f"Groups of {m}, up close")
+    layers = [name for name in names if name in result.mask]
+    name = st.selectbox("Layer", layers, key="masks.nm_layer", format_func=lambda layer: layer.removesuffix(".weight"))
+    st.plotly_chart(nm_zoom_figure(name.removesuffix(".weight"), result.mask[name], result.pruned_tensors[name], m),
+                    key="masks.nm_zoom")
+    st.caption(f"Dark = kept, light = pruned; orange lines separate groups of {m} consecutive weights of a row "
+               "(a neuron's or filter's inputs, conv kernels flattened as in x kh x kw). The hover gives each weight's value.")
 
 
 def overlap_section(method, settings: dict, sparsity: float | None, result, names) -> None:
