@@ -112,6 +112,8 @@ class Session:
         elif kind == "session_status_changed":
             self.running = message.session_status_changed.script_is_running
         elif kind == "script_finished":
+            if message.script_finished == ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+                return  # stopped for a rerun that starts at once: under load its start can come seconds later
             self.finished += 1
             self.finished_at = now
             self.running = False

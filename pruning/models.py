@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import functional_call
 
 from pruning.errors import BadInputError
-from pruning.vit import vit_tiny
+from pruning.vit import VIT_RECIPE, vit_tiny
 
 InputShape = tuple[int, int, int]
 
@@ -175,6 +175,7 @@ class ModelInfo:
     name: str
     description: str
     build: Callable[[InputShape, int], nn.Module]
+    recipe: dict | None = None  # training settings (TrainConfig fields) it needs instead of the defaults
 
 
 MODELS: dict[str, ModelInfo] = {
@@ -186,7 +187,8 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo("resnet20", "CIFAR-style ResNet-20 (16-32-64 channels, 0.27M params).", ResNet20),
         ModelInfo("resnet18", "torchvision ResNet-18 with a small-image stem (11M params).", _torchvision_resnet18),
         ModelInfo("mobilenet_v2", "torchvision MobileNetV2 with a small-image stem (2.2M params).", _torchvision_mobilenet_v2),
-        ModelInfo("vit-tiny", "A small Vision Transformer: 4x4 patches, width 64, 4 blocks of 4 heads (139K params).", vit_tiny),
+        ModelInfo("vit-tiny", "A small Vision Transformer: 4x4 patches, width 64, 4 blocks of 4 heads (139K params); "
+                  "train it with AdamW (README).", vit_tiny, VIT_RECIPE),
     )
 }
 

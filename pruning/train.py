@@ -49,13 +49,16 @@ TRAIN_PARAMS = (
     Param("batch_size", "int", 64, "Training batch size.", min=1, label="Batch size"),
     Param("optimizer", "choice", "sgd", "sgd (with momentum), adam, or adamw (Adam with decoupled weight decay: "
           "Loshchilov & Hutter, ICLR 2019; the usual choice for transformers).", choices=OPTIMIZERS, label="Optimizer"),
+    Param("shift_pixels", "int", 0, "Data augmentation: every training image is moved by its own random offset of up "
+          "to this many pixels along each axis, drawn anew each epoch (edge pixels repeated); 0 = none.", min=0, max=8,
+          ui_range=(0, 4), label="Random shift (pixels)"),
     Param("warmup_epochs", "int", 0, "Epochs of linear learning-rate warm-up (from lr / steps to lr) before the "
           "cosine decay; at most half of a run (a short fine-tuning warms up for half its steps).", min=0,
           ui_range=(0, 10), label="Warm-up epochs"),
 )
 TRAIN_DEFAULTS = {param.name: param.default for param in TRAIN_PARAMS}
 # Settings added after models were cached: left out of ``to_dict`` (and so of cache keys) at their defaults.
-KEYED_WHEN_SET = ("warmup_epochs",)
+KEYED_WHEN_SET = ("shift_pixels", "warmup_epochs")
 
 
 @dataclass(frozen=True)
@@ -69,18 +72,19 @@ class TrainConfig:
     weight_decay: float = TRAIN_DEFAULTS["weight_decay"]
     batch_size: int = TRAIN_DEFAULTS["batch_size"]
     optimizer: str = TRAIN_DEFAULTS["optimizer"]
+    shift_pixels: int = TRAIN_DEFAULTS["shift_pixels"]
     warmup_epochs: int = TRAIN_DEFAULTS["warmup_epochs"]
 
     def __post_init__(self):
         for name, kind in (("epochs", int), ("batch_size", int), ("lr", float), ("momentum", float), ("weight_decay", float),
-                           ("warmup_epochs", int)):
+                           ("shift_pixels", int), ("warmup_epochs", int)):
             object.__setattr__(self, name, kind(getattr(self, name)))  # 1 and 1.0 are the same choice
         if self.optimizer not in OPTIMIZERS:
             raise BadInputError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
         if self.epochs < 0 or self.batch_size < 1 or not (self.lr > 0 and math.isfinite(self.lr)):
             raise BadInputError("epochs must be >= 0, batch_size >= 1 and lr a positive number")
-        if self.warmup_epochs < 0:
-            raise BadInputError("warmup_epochs must be >= 0")
+        if self.warmup_epochs < 0 or self.shift_pixels < 0:
+            raise BadInputError("warmup_epochs and shift_pixels must be >= 0")
 
     def to_dict(self) -> dict:
         """The settings as a dict; those in ``KEYED_WHEN_SET`` only when not at their default, so
@@ -140,6 +144,17 @@ def batches(num_samples: int, batch_size: int, generator: torch.Generator):
     return order.split(batch_size)
 
 
+def random_shift(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image of ``x`` (N, C, H, W) moved by its own random offset in [-pixels, pixels] along
+    each axis, the edge pixels repeated into the gap (MNIST-style images: background)."""
+    count, channels, height, width = x.shape
+    padded = nn.functional.pad(x, (pixels,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * pixels + 1, (count, 2), generator=generator)
+    rows = (offsets[:, :1] + torch.arange(height))[:, None, :, None].expand(count, channels, height, width + 2 * pixels)
+    columns = (offsets[:, 1:] + torch.arange(width))[:, None, None, :].expand(count, channels, height, width)
+    return padded.gather(2, rows).gather(3, columns)
+
+
 @dataclass
 class TrainingHooks:
     """How a pruning method changes the plain training loop without writing its own.
@@ -172,13 +187,16 @@ def train_epochs(
     hooks: TrainingHooks | None = None,
     progress: Progress | None = None,
     total_epochs: int | None = None,
+    shift_pixels: int = 0,
 ) -> list[dict]:
     """Train ``model`` in place with cross-entropy for ``epochs`` epochs of seeded shuffled
     batches, stepping ``scheduler`` (if any) per step; one history row per epoch
     ``{epoch, train_loss, test_accuracy, test_loss}``. Raises TrainingDivergedError on NaN/inf.
-    ``total_epochs`` is the length of the run the progress fraction refers to (default ``epochs``)."""
+    ``total_epochs`` is the length of the run the progress fraction refers to (default ``epochs``);
+    ``shift_pixels`` > 0 moves each training image at random (``random_shift``, its own seeded stream)."""
     hooks = hooks or TrainingHooks()
     generator = torch.Generator().manual_seed(seed)
+    shifts = torch.Generator().manual_seed(seed + 1) if shift_pixels else None
     per_epoch = steps_per_epoch(data, batch_size)
     total_steps = max(1, (total_epochs or epochs) * per_epoch)
     history = []
@@ -190,6 +208,8 @@ def train_epochs(
             if hooks.before_step:
                 hooks.before_step(global_step)
             inputs = data.x_train[index]
+            if shifts is not None:
+                inputs = random_shift(inputs, shift_pixels, shifts)
             if hooks.forward_parameters:
                 logits = functional_call(model, hooks.forward_parameters(), (inputs,))
             else:
@@ -271,7 +291,7 @@ def fit(
                           on_epoch_end=on_epoch_end)
     epochs = min(config.epochs, stop_after_epochs) if stop_after_epochs is not None else config.epochs
     return train_epochs(model, data, epochs, config.batch_size, optimizer, seed=seed, scheduler=scheduler,
-                        hooks=hooks, progress=progress, total_epochs=config.epochs)
+                        hooks=hooks, progress=progress, total_epochs=config.epochs, shift_pixels=config.shift_pixels)
 
 
 @dataclass

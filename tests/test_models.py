@@ -123,7 +123,8 @@ def test_dense_flops_equal_torch_flop_counter(built, name, shape):
     model.eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, *shape))
-    expected = counter.get_total_flops()
+    # the weight layers' FLOPs: vit-tiny's weight-free attention products (q k^T, A v: aten.bmm) are not counted
+    expected = counter.get_total_flops() - counter.get_flop_counts()["Global"].get(torch.ops.aten.bmm, 0)
     stats = model_stats(model, None, shape)
     assert expected > 0
     assert stats.flops_dense == expected

@@ -139,14 +139,18 @@ def coarse_section(result, method_choices: tuple, restrict: bool) -> None:
     store = _valley_store()
     key = (experiment, *method_choices, restrict)
     if key not in store["coarse"]:
+        with store["lock"]:  # sessions asking for the same plane at once wait for one computation of it
+            building = store.setdefault("building", {}).setdefault(key, threading.Lock())
         try:
-            with st.spinner(f"Coarse plane: {COARSE_GRID}² points on {COARSE_BATCH} train samples..."):
-                surface = coarse_plane(state.dense.model, result, state.data, experiment.seed, restrict=restrict)
+            with st.spinner(f"Coarse plane: {COARSE_GRID}² points on {COARSE_BATCH} train samples..."), building:
+                if key not in store["coarse"]:
+                    surface = coarse_plane(state.dense.model, result, state.data, experiment.seed, restrict=restrict)
+                    with store["lock"]:
+                        store["coarse"][key] = surface
+                        store["building"].pop(key, None)
         except ui.USER_ERRORS as error:
             st.error(str(error))
             return
-        with store["lock"]:
-            store["coarse"][key] = surface
     surface = store["coarse"][key]
     st.plotly_chart(valley_plane_figure(surface, title=f"Train loss over the plane, coarse: {len(surface.a)} × "
                                         f"{len(surface.b)} points on {COARSE_BATCH} train samples"),

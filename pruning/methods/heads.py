@@ -26,7 +26,7 @@ from pruning.params import Param
 from pruning.vit import EncoderBlock, head_rows
 
 SCORES = ("norm", "taylor")
-SCOPES = ("global", "per_block")
+ALLOCATIONS = ("global", "per_block")
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def taylor_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     def gate(key, groups):
         def hook(_module, args):
             inputs = args[0]
-            ones = torch.ones(inputs.shape[0], groups, requires_grad=True)
+            ones = torch.ones(inputs.shape[0], groups, dtype=inputs.dtype, requires_grad=True)
             gates[key] = ones
             shape = inputs.shape
             return ((inputs.reshape(shape[0], -1, groups, shape[-1] // groups) * ones[:, None, :, None]).reshape(shape),)
@@ -101,20 +101,20 @@ def taylor_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return heads, neurons
 
 
-def choose(scores: dict[str, torch.Tensor], fraction: float, scope: str,
+def choose(scores: dict[str, torch.Tensor], fraction: float, allocation: str,
            forced: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Which units (heads or neurons) of each block go: the lowest-scoring ``fraction`` of them,
-    over the whole network (``global``) or in each block (``per_block``); ``forced`` ones go first
-    and count towards it; every block keeps at least one."""
+    over the whole network (``global``) or in each block (``per_block``); ``forced`` ones (pruned
+    before) go first, count towards it and always stay pruned; every block keeps at least one."""
     forced = {name: entry for name, entry in (forced or {}).items() if entry is not None}
     ranked = {name: score.masked_fill(forced[name], float("-inf")) if name in forced else score
               for name, score in scores.items()}
     pruned = {name: torch.zeros_like(score, dtype=torch.bool) for name, score in scores.items()}
-    if scope == "per_block":
+    if allocation == "per_block":
         for name, score in ranked.items():
             count = min(round(fraction * score.numel()), score.numel() - 1)
             pruned[name][torch.argsort(score, stable=True)[:count]] = True
-        return pruned
+        return {name: entry | forced[name] if name in forced else entry for name, entry in pruned.items()}
     total = sum(score.numel() for score in ranked.values())
     count = min(round(fraction * total), total - len(ranked))
     order = sorted(((float(value), name, index) for name, score in ranked.items() for index, value in enumerate(score)),
@@ -125,7 +125,7 @@ def choose(scores: dict[str, torch.Tensor], fraction: float, scope: str,
         if int(pruned[name].sum()) < pruned[name].numel() - 1:
             pruned[name][index] = True
             count -= 1
-    return pruned
+    return {name: entry | forced[name] if name in forced else entry for name, entry in pruned.items()}
 
 
 class HeadPruning(Method):
@@ -142,8 +142,8 @@ class HeadPruning(Method):
               "class-balanced training batch (Michel et al.).", choices=SCORES, label="Head score"),
         Param("samples_per_class", "int", 10, "Class-balanced scoring batch: this many training samples of each class.",
               min=1, max=500, label="Samples per class (scoring batch)", only_if=("score", "taylor")),
-        Param("scope", "choice", "global", "global: the lowest-scoring heads of the whole network go (a block may lose "
-              "more than another); per_block: the same fraction of every block's heads.", choices=SCOPES,
+        Param("allocation", "choice", "global", "global: the lowest-scoring heads of the whole network go (a block may "
+              "lose more than another); per_block: the same fraction of every block's heads.", choices=ALLOCATIONS,
               label="Allocation across blocks"),
         Param("mlp", "bool", False, "Also remove the same fraction of the MLP hidden neurons (fc1 rows and fc2 "
               "columns), scored the same way.", label="Prune MLP neurons too"),
@@ -159,8 +159,8 @@ class HeadPruning(Method):
         previous = context.previous_mask or Mask()
         forced_heads = {name: _pruned_heads(previous, name, block) for name, block in blocks.items()}
         forced_neurons = {name: _pruned_neurons(previous, name) for name in blocks}
-        pruned_heads = choose(head_scores, sparsity, settings["scope"], forced_heads)
-        pruned_neurons = choose(neuron_scores, sparsity if settings["mlp"] else 0.0, settings["scope"], forced_neurons)
+        pruned_heads = choose(head_scores, sparsity, settings["allocation"], forced_heads)
+        pruned_neurons = choose(neuron_scores, sparsity if settings["mlp"] else 0.0, settings["allocation"], forced_neurons)
         mask = Mask.ones_like(model, prunable_weight_names(model, include_output=False))
         for name, block in blocks.items():
             attention = block.attention
