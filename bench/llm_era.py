@@ -29,12 +29,13 @@ from pruning.experiment import Experiment, train_dense  # noqa: E402
 from pruning.models import prunable_layers  # noqa: E402
 from pruning.pipeline import prune_model  # noqa: E402
 from pruning.train import TrainConfig, evaluate  # noqa: E402
+from pruning.vit import VIT_RECIPE  # noqa: E402
 
 PATTERNS = {"50%": {"granularity": "unstructured"}, "2:4": {"granularity": "nm", "nm_pattern": "2:4"},
             "4:8": {"granularity": "nm", "nm_pattern": "4:8"}}
 METHODS = {"magnitude": {"scope": "layerwise"}, "wanda": {"scope": "layerwise", "comparison": "row"}, "sparsegpt": {}}
 # The dense recipes: the project's default for the mlp, AdamW with warm-up for the ViT (README).
-RECIPES = {"vit-tiny": TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=0.05, epochs=10, warmup_epochs=1)}
+RECIPES = {"vit-tiny": TrainConfig(**VIT_RECIPE)}
 KEY = ["model", "seed", "method", "pattern"]
 
 
