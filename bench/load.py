@@ -15,7 +15,8 @@ the run, with what the engine computes for that sparsity alone.
 
 Re-render time: from just before the key press or click until the server's last ``script_finished``
 message (read off the session's websocket, so a full run and a fragment rerun both count, however
-fast), once the browser shows the script as not running and nothing about a run has arrived for
+fast; a run stopped early for a rerun does not count: under load the rerun can start seconds
+later), once the browser shows the script as not running and nothing about a run has arrived for
 300 ms (so a chained rerun is waited for). Neither the status widget (it appears only after about
 half a second of running) nor the ``data-test-script-state`` attribute (a fast run's running and
 finished states can reach the DOM in one update, and the run is then never seen) is reliable alone.
