@@ -58,3 +58,20 @@ def test_the_masks_page_zooms_onto_n_m_groups():
     assert spec["layout"]["meta"]["counts"] == [0, 0, rows * inputs // 4, 0, 0]  # every group of 4 keeps exactly 2
     cells = spec["data"][0]["z"]
     assert all(sum(row[start:start + 4]) == 2 for row in cells for start in range(0, len(row), 4))
+
+
+def test_the_masks_page_draws_the_heads_the_heads_method_removed():
+    experiment = Experiment(dataset="digits", model="vit-tiny", train=TrainConfig(epochs=1))
+    at = start(wait_for_sweeps=False, dataset="digits", model="vit-tiny", epochs=1)
+    at.switch_page("views/masks.py").run()
+    at.selectbox(key="masks.method").set_value("heads").run()
+    at.slider(key="masks.sparsity").set_value(0.5).run()
+    assert not at.exception and not at.error
+    grid = next(spec for spec in figures(at) if spec["layout"]["title"]["text"] == "Attention heads")["layout"]["meta"]["grid"]
+    dense = train_dense(experiment).model
+    mask = prune_model(dense, experiment.load_data(), "heads", 0.5).mask
+    removed = [[not bool(mask[f"blocks.{name}.attention.v.weight"][head * block.attention.head_dim:
+                                                                    (head + 1) * block.attention.head_dim].any())
+                for head in range(block.attention.num_heads)] for name, block in dense.blocks.named_children()]
+    assert [[value == 0.0 for value in row] for row in grid] == removed
+    assert sum(map(sum, removed)) == sum(map(len, removed)) // 2

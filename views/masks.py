@@ -17,10 +17,11 @@ from pruning.plots.masks import (
     mask_turnover_figure,
     overlap_figure,
 )
-from pruning.plots.patterns import nm_zoom_figure
+from pruning.plots.patterns import head_grid_figure, nm_zoom_figure
 from pruning.plots.prune import layer_sparsity_figure
 from pruning.registry import get_method, method_names
 from pruning.selection import check_sparsity
+from pruning.vit import attention_layers
 
 DEFAULT_SPARSITY = 0.9  # the slider's start, and where the scrubber opens (one figure for every session)
 VIEW = share.View("masks.", method="magnitude", sparsity=DEFAULT_SPARSITY)  # what a link to this page carries
@@ -196,6 +197,11 @@ def exact_view(method, settings: dict, names: list[str], parameters: dict, shape
     layer_heatmaps(result.mask, names, parameters, granularity, settings.get("block_size", 1))
     if granularity == "nm" or method.name in ("wanda", "sparsegpt"):
         nm_zoom(result, names, parameters, settings.get("nm_pattern", "2:4"))
+    if attention_layers(state.dense.model):
+        st.subheader("Attention heads")
+        st.plotly_chart(head_grid_figure(state.dense.model, result.mask), key="masks.heads")
+        st.caption("One cell per head of each block: the kept fraction of its q, k and v rows and its output-projection "
+                   "columns. 0% is a head removed whole (the heads method); other masks thin heads unevenly.")
     if len(result.snapshots) > 1:
         mask_evolution(result.snapshots, names, shapes)
     overlap_section(method, settings, sparsity, result, names)
