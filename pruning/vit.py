@@ -17,7 +17,7 @@ from torch import nn
 from pruning.errors import BadInputError
 
 GRID = 4  # patches per side: 16 tokens
-# What trains it to 95-96% on mnist-5k (3 seeds; SGD at lr 0.05 for 6 epochs reaches 82%): README, "vit-tiny".
+# What trains it to 95.5-95.9% on mnist-5k (3 seeds; the default SGD recipe reaches 90.9%): README, "vit-tiny".
 VIT_RECIPE = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "warmup_epochs": 1, "epochs": 10, "shift_pixels": 1}
 
 
@@ -76,8 +76,9 @@ class VisionTransformer(nn.Module):
                                 f"multiples of {GRID}; got {height}x{width_px}.")
         self.patch = (height // GRID, width_px // GRID)
         self.patch_embed = nn.Linear(channels * self.patch[0] * self.patch[1], width)
-        # N(0, 0.5^2), not ViT's 0.02: tokens know their place from the first step, which on 4,000 digits
-        # took the test accuracy after 10 epochs from about 92% to about 95.5% (README, vit-tiny recipe)
+        # N(0, 0.5^2), not ViT's 0.02: tokens know their place from the first step. On mnist-5k's 4,000
+        # training digits the 0.02 start stayed at 94.7% after 15 epochs of the README's recipe; this one
+        # reaches 95.9% in 10 (seed 0).
         self.position = nn.Parameter(torch.randn(1, GRID * GRID, width) * 0.5)
         self.blocks = nn.Sequential(*(EncoderBlock(width, heads, width * mlp_ratio) for _ in range(depth)))
         self.norm = nn.LayerNorm(width)

@@ -105,7 +105,7 @@ def physical_or_note(model: nn.Module, mask: Mask, input_shape, state_dict=None)
     note = (f"Removed {physical.removed_channels} of {physical.masked_channels} masked neurons/filters physically "
             f"(outputs equal the masked model's to {physical.max_abs_difference:.1e}).")
     if kept:
-        parts = {"coupled": "that a coupled layer still uses (residual connections)",
+        parts = {"coupled": "that a coupled layer still uses (residual connections, heads kept in part, LayerNorms)",
                  "constant": "that carry the constants of removed channels into zero-padded convs",
                  "last": "so that no layer vanishes",
                  "aligned": "so that channel counts are multiples of the kernels' block size"}
