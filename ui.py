@@ -56,6 +56,9 @@ def experiment_sidebar() -> None:
             "the test split is untouched.",
         )
         model = st.selectbox("Model", list(MODELS), index=list(MODELS).index("lenet5"), key="model", persist_state="session")
+        if MODELS[model].recipe:
+            st.caption(f"{model} trains well with its own recipe, set under Dense training: "
+                       + ", ".join(f"{key} {value}" for key, value in MODELS[model].recipe.items()) + ".")
         seed = st.number_input("Seed", min_value=0, max_value=10_000, value=0, step=1, key="seed", persist_state="session")
         with st.expander("Dense training"):
             training = declared_widgets(TRAIN_PARAMS, prefix="", persist_state="session")
