@@ -358,10 +358,12 @@ def declared_widgets(params: tuple[Param, ...], prefix: str, **options) -> dict:
     return values
 
 
-def method_settings(method: Method, prefix: str = "") -> dict:
-    """Widgets for the method's declared parameters (keys ``prefix + method.param``), with the
-    chosen granularity explained; returns the validated settings."""
-    values = declared_widgets(method.params, prefix=f"{prefix}{method.name}.")
+def method_settings(method: Method, prefix: str = "", leave_out: tuple[str, ...] = ()) -> dict:
+    """Widgets for the method's declared parameters (keys ``prefix + method.param``) but those in
+    ``leave_out`` (their defaults apply), with the chosen granularity explained; returns the
+    validated settings."""
+    values = declared_widgets(tuple(param for param in method.params if param.name not in leave_out),
+                              prefix=f"{prefix}{method.name}.")
     if "granularity" in values:
         description, formula, reference = GRANULARITY_INFO[values["granularity"]]
         with st.expander(f"About {values['granularity']} granularity"):

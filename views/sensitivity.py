@@ -27,7 +27,7 @@ from pruning.plots.sensitivity import (
     sensitivity_curves_figure,
 )
 from pruning.registry import get_method
-from pruning.selection import GRANULARITY_INFO, check_sparsity
+from pruning.selection import check_sparsity
 
 PREFIX = "sensitivity."
 DEFAULT_SPARSITY = 0.9  # the overall sparsity of the suggested allocation, and the sparsity first shown
@@ -86,16 +86,8 @@ def method_controls() -> tuple[Method, dict | None]:
         help="The scan cuts one layer at a time by a criterion's score per weight: methods that prune while they "
         "train, or one-shot methods without such a score, are left out."))
     ui.method_help(method)
-    params = tuple(param for param in method.params if param.name != "scope")
     try:
-        values = ui.declared_widgets(params, prefix=f"{PREFIX}{method.name}.")
-        if "granularity" in values:
-            description, formula, reference = GRANULARITY_INFO[values["granularity"]]
-            with st.expander(f"About {values['granularity']} granularity"):
-                st.write(description)
-                st.latex(formula)
-                st.caption(f"Reference: {reference}")
-        settings = method.settings(values)
+        settings = ui.method_settings(method, PREFIX, leave_out=("scope",))
     except ui.USER_ERRORS as error:
         st.error(str(error))
         return method, None
