@@ -16,8 +16,10 @@ the run, with what the engine computes for that sparsity alone.
 Re-render time: from just before the key press or click until the server's last ``script_finished``
 message (read off the session's websocket, so a full run and a fragment rerun both count, however
 fast; a run stopped early for a rerun does not count: under load the rerun can start seconds
-later), once the browser shows the script as not running and nothing about a run has arrived for
-300 ms (so a chained rerun is waited for). Neither the status widget (it appears only after about
+later; nor does a fragment's timer run, a page polling its background sweep, which under load goes
+on for minutes and would end the wait before the action's own run), once the browser shows the
+script as not running and nothing about a run has arrived for 300 ms (so a chained rerun is
+waited for). Neither the status widget (it appears only after about
 half a second of running) nor the ``data-test-script-state`` attribute (a fast run's running and
 finished states can reach the DOM in one update, and the run is then never seen) is reliable alone.
 
@@ -81,6 +83,7 @@ class Session:
     running: bool = False  # the server's last word on whether a run is in progress
     recent: list[tuple[float, str]] = field(default_factory=list)  # the last messages, for error reports
     sockets: int = 0  # websocket connections opened (more than one: the session reconnected)
+    timer_fragments: set = field(default_factory=set)  # fragments the server reruns on a timer (a page polling a sweep)
 
     def on_socket(self, socket) -> None:
         self.sockets += 1
@@ -112,9 +115,15 @@ class Session:
             self.running = True
         elif kind == "session_status_changed":
             self.running = message.session_status_changed.script_is_running
+        elif kind == "auto_rerun":
+            self.timer_fragments.add(message.auto_rerun.fragment_id)
         elif kind == "script_finished":
             if message.script_finished == ForwardMsg.FINISHED_EARLY_FOR_RERUN:
                 return  # stopped for a rerun that starts at once: under load its start can come seconds later
+            ran = set(message.metadata.run.fragment_ids)
+            if ran and ran <= self.timer_fragments:
+                self.running = False  # a timer's run (the page polls its background sweep), not the one an action asked for
+                return
             self.finished += 1
             self.finished_at = now
             self.running = False
