@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 import streamlit as st
+from streamlit.errors import StreamlitInvalidLayoutContextError
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from pruning.data import DATASETS
@@ -236,12 +237,17 @@ def follow(view: View) -> None:
     notes = st.session_state.get(_NOTES)
     if notes and notes["url"] is None:
         notes["url"] = query  # the link's notes stay up until a choice changes the URL
-    sidebar = st.sidebar.container()
-    sidebar.markdown("**Link to this view**", help="Opens this page with the same experiment and choices. "
-                     "The address bar holds the same link.")
-    sidebar.code(full_url(query), language=None, wrap_lines=True)
-    if st.session_state.get("weights_file") is not None:
-        sidebar.caption("Uploaded weights are not part of a link: whoever opens it gets the trained model.")
+    try:
+        sidebar = st.sidebar.container()
+        sidebar.markdown("**Link to this view**", help="Opens this page with the same experiment and choices. "
+                         "The address bar holds the same link.")
+        sidebar.code(full_url(query), language=None, wrap_lines=True)
+        if st.session_state.get("weights_file") is not None:
+            sidebar.caption("Uploaded weights are not part of a link: whoever opens it gets the trained model.")
+    except StreamlitInvalidLayoutContextError:
+        # A fragment rerun may write to the sidebar only where its last full-run pass did (Streamlit reserves
+        # the place then); one that ended early there cannot: the address bar above still holds the link.
+        pass
 
 
 def experiment_only() -> None:
