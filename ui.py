@@ -415,14 +415,48 @@ def pruning_run(experiment: Experiment, method: Method, sparsity: float | None, 
     return runs.get(run_key)
 
 
+PRUNED_KEPT = 8  # one-shot results held per server (each holds a copy of the model's tensors)
+
+
+@st.cache_resource
+def _pruned_store() -> dict:
+    return {"lock": threading.Lock(), "results": OrderedDict(), "computing": {}}
+
+
+def shared_prune(experiment: Experiment, state: DenseState, method: Method, sparsity: float, settings: dict) -> PruneResult:
+    """``prune_model`` once per (experiment, method, sparsity, settings) on a server: sessions looking
+    at the same view at once wait for one computation instead of each running it (16 sessions on
+    2 cores otherwise queue the same pruning 16 times); the last ``PRUNED_KEPT`` are kept. The
+    result is shared: pages read it, never change it."""
+    store = _pruned_store()
+    key = (experiment, method.name, sparsity, tuple(sorted((name, repr(value)) for name, value in settings.items())))
+    with store["lock"]:
+        if key in store["results"]:
+            store["results"].move_to_end(key)
+            return store["results"][key]
+        computing = store["computing"].setdefault(key, threading.Lock())
+    with computing:
+        with store["lock"]:
+            if key in store["results"]:
+                return store["results"][key]
+        result = prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed)
+        with store["lock"]:
+            store["results"][key] = result
+            while len(store["results"]) > PRUNED_KEPT:
+                store["results"].popitem(last=False)
+            store["computing"].pop(key, None)
+    return result
+
+
 def pruned_result(experiment: Experiment, state: DenseState, method: Method, sparsity: float | None, settings: dict,
                   key: str) -> PruneResult | None:
-    """The pruned model for a page that looks at one: one-shot methods prune live, methods that
-    train run behind a button (``pruning_run``). None, with a message shown, until there is one."""
+    """The pruned model for a page that looks at one: one-shot methods prune live (shared between
+    sessions, ``shared_prune``), methods that train run behind a button (``pruning_run``). None, with
+    a message shown, until there is one."""
     try:
         if method.trains:
             return pruning_run(experiment, method, sparsity, settings, OneShot(), key=key)
-        return prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed)
+        return shared_prune(experiment, state, method, sparsity, settings)
     except USER_ERRORS as error:
         st.error(str(error))
         return None

@@ -17,7 +17,7 @@ from pruning.export import LAYERS_FILE, ONNX_FILE, PROGRAM_FILE, export_bytes, l
 from pruning.methods.oneshot import AllocationDetails
 from pruning.methods.sparsegpt import SparseGPTDetails
 from pruning.physical.costs import COSTS_NOTE, real_costs
-from pruning.pipeline import PruneResult, prune_model
+from pruning.pipeline import PruneResult
 from pruning.plots.details import allocation_figure, sparsegpt_figure
 from pruning.plots.palette import WARN_SPARSITY
 from pruning.plots.prune import (
@@ -204,7 +204,7 @@ def exact_panel(method, settings: dict) -> None:
         sparsity = sparsity_slider(method)
     with results:
         try:
-            result = prune_model(state.dense.model, state.data, method.name, sparsity, settings, seed=experiment.seed)
+            result = ui.shared_prune(experiment, state, method, sparsity, settings)
         except BadInputError as error:
             st.error(str(error))
             return
