@@ -11,10 +11,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from pruning.activations import input_feature_norms
 from pruning.allocation import NEEDS_PROFILE, LayerProfile, outlier_ratio, owl_profile, sensitivity_profile
 from pruning.class_balanced import balanced_batch
-from pruning.criteria import CRITERIA, Criterion
+from pruning.criteria import CRITERIA, Criterion, wanda_scores
 from pruning.errors import BadInputError
 from pruning.layer_scan import scan_layers
 from pruning.masks import Mask
@@ -134,12 +133,12 @@ class CriterionMethod(Method):
         one-layer-at-a-time scan with this criterion and granularity (accuracy drop per sparsity)."""
         if settings["scope"] not in NEEDS_PROFILE:
             return None
-        x, y = balanced_batch(context.data, settings["allocation_samples_per_class"], context.seed)
+        calibration = replace(context, samples_per_class=settings["allocation_samples_per_class"])
         if settings["scope"] == "owl":
-            norms = input_feature_norms(model, list(scores), x)
-            weights = dict(model.named_parameters())
-            return owl_profile({name: outlier_ratio(weights[name].detach().abs() * norms[name], settings["owl_threshold"])
-                                for name in scores}, settings["owl_lambda"])
+            wanda = wanda_scores(model, list(scores), calibration)
+            return owl_profile({name: outlier_ratio(score, settings["owl_threshold"]) for name, score in wanda.items()},
+                               settings["owl_lambda"])
+        x, y = balanced_batch(context.data, calibration.samples_per_class, context.seed)
 
         def select_layer(name, score, sparsity):
             return self.select({name: score}, sparsity, {**settings, "scope": "layerwise"})[name]
