@@ -27,6 +27,7 @@ from streamlit.errors import StreamlitInvalidLayoutContextError
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from pruning.data import DATASETS
+from pruning.device import DEVICE_CHOICES
 from pruning.errors import BadInputError
 from pruning.models import MODELS
 from pruning.params import Param
@@ -41,6 +42,7 @@ SIDEBAR = (  # the sidebar's widgets, keyed by these names (the training setting
                        choices=tuple(map(str, IMBALANCE_CHOICES))),
     Param("model", "choice", "lenet5", "The model.", choices=tuple(MODELS)),
     Param("seed", "int", 0, "The seed.", min=0, max=10_000),
+    Param("device", "choice", "auto", "Where to compute.", choices=DEVICE_CHOICES),
 )
 TRAIN_PREFIX = "train."  # in the URL; the widget keys are the bare names
 SCHEDULE_PREFIX = "schedule."  # in the URL and in the widget keys

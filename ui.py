@@ -19,6 +19,7 @@ import streamlit as st
 import share
 from pruning import cache
 from pruning.data import DATASETS, Dataset, DataUnavailableError
+from pruning.device import DEVICE_CHOICES, describe_device, resolve_device
 from pruning.errors import BadInputError
 from pruning.experiment import DenseModel, Experiment, is_cached, train_dense
 from pruning.methods.base import Method
@@ -60,6 +61,7 @@ def experiment_sidebar() -> None:
             st.caption(f"{model} trains well with its own recipe, set under Dense training: "
                        + ", ".join(f"{key} {value}" for key, value in MODELS[model].recipe.items()) + ".")
         seed = st.number_input("Seed", min_value=0, max_value=10_000, value=0, step=1, key="seed", persist_state="session")
+        device = device_choice()
         with st.expander("Dense training"):
             training = declared_widgets(TRAIN_PARAMS, prefix="", persist_state="session")
         with st.expander("Bring your own weights"):
@@ -80,6 +82,7 @@ def experiment_sidebar() -> None:
         imbalance=float(imbalance),
         seed=int(seed),
         train=TrainConfig.from_settings(training),
+        device=device,
     )
     if weights_file is not None:
         try:
@@ -91,6 +94,21 @@ def experiment_sidebar() -> None:
         st.sidebar.warning("A mask applies to uploaded weights: upload the weights too.")
     st.session_state["experiment"] = experiment
     cache_panel()
+
+
+def device_choice() -> str:
+    """The sidebar's device: auto (the GPU when the server has one), cpu or cuda; a cuda choice on
+    a server without a GPU is said in the sidebar and the CPU is used."""
+    choice = st.selectbox("Device", DEVICE_CHOICES, key="device", persist_state="session",
+                          help="Where training, pruning and every analysis compute. auto = the server's CUDA GPU when "
+                          "it has one, else its CPU. A model trained on the GPU is cached apart from the CPU's.")
+    try:
+        device = resolve_device(choice)
+    except BadInputError as error:
+        st.error(f"{error}. Using the CPU.")
+        device = "cpu"
+    st.caption(f"Computing on {describe_device(device)}.")
+    return device
 
 
 def cache_panel() -> None:

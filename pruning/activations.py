@@ -27,7 +27,7 @@ def _conv_column_squares(layer: nn.Conv2d, inputs: torch.Tensor) -> torch.Tensor
     squared = F.pad(inputs.pow(2), [layer.padding[1], layer.padding[1], layer.padding[0], layer.padding[0]])
     out_h = (squared.shape[2] - layer.dilation[0] * (layer.kernel_size[0] - 1) - 1) // layer.stride[0] + 1
     out_w = (squared.shape[3] - layer.dilation[1] * (layer.kernel_size[1] - 1) - 1) // layer.stride[1] + 1
-    sums = torch.empty(inputs.shape[1], *layer.kernel_size)
+    sums = torch.empty(inputs.shape[1], *layer.kernel_size, device=inputs.device)
     for u in range(layer.kernel_size[0]):
         for v in range(layer.kernel_size[1]):
             top, left = u * layer.dilation[0], v * layer.dilation[1]

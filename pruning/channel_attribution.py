@@ -53,6 +53,13 @@ SAMPLES_PER_PASS = 1024  # samples in one forward pass (samples x steps, or samp
 CHUNK = 256  # samples per gradient x activation pass
 
 
+def captum_default_device() -> torch.device:
+    """The default device while captum integrates along a path: the CPU. captum makes its
+    integration points without a device and reads them into Python (``linspace(...).tolist()``), so
+    a caller's default device must not reach them; the tensors it computes on follow the inputs."""
+    return torch.device("cpu")
+
+
 def evaluation_copy(model: nn.Module, state_dict: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """An eval-mode deep copy of ``model`` (with ``state_dict`` loaded, e.g. the pruned weights),
     parameters frozen: captum hooks and mode changes land on the copy, never on a shared model."""
@@ -69,12 +76,12 @@ def evaluation_copy(model: nn.Module, state_dict: dict[str, torch.Tensor] | None
 def input_baseline(x: torch.Tensor, mean=(), std=()) -> torch.Tensor:
     """The black image in the data's standardised units, ``(0 - mean) / std`` per channel (zeros,
     the mean image, when the statistics are unknown): the reference of conductance and integrated
-    gradients, as Sundararajan et al. use a black image."""
+    gradients, as Sundararajan et al. use a black image. On the device of ``x``."""
     if not (mean and std):
         return torch.zeros_like(x[:1])
     channels = x.shape[1]
-    mean_t = torch.tensor(mean, dtype=x.dtype).view(1, -1, *([1] * (x.dim() - 2)))
-    std_t = torch.tensor(std, dtype=x.dtype).view(1, -1, *([1] * (x.dim() - 2)))
+    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, *([1] * (x.dim() - 2)))
+    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, *([1] * (x.dim() - 2)))
     if mean_t.shape[1] != channels:
         raise BadInputError(f"the data has {channels} channels but {mean_t.shape[1]} channel means")
     return (-mean_t / std_t).expand(1, *x.shape[1:]).clone()
@@ -121,15 +128,16 @@ def channel_attributions(model: nn.Module, layer_names: list[str], x: torch.Tens
         parts = [explainer.attribute(xc, target=yc) for xc, yc in zip(x.split(CHUNK), y.split(CHUNK))]
         return {name: torch.cat([_per_channel(part[index]) for part in parts]) for index, name in enumerate(layer_names)}
     if method == "conductance":
-        result, reference = {}, (torch.zeros_like(x[:1]) if baseline is None else baseline.to(x.dtype))
+        result, reference = {}, (torch.zeros_like(x[:1]) if baseline is None else baseline.to(device=x.device, dtype=x.dtype))
         chunk = max(1, SAMPLES_PER_PASS // int(n_steps))
         for name, layer in zip(layer_names, layers):
             explainer = LayerConductance(network, layer)
-            result[name] = torch.cat([
-                _per_channel(explainer.attribute(xc, baselines=reference.expand_as(xc), target=yc, n_steps=int(n_steps),
-                                                 method=CONDUCTANCE_POINTS))
-                for xc, yc in zip(x.split(chunk), y.split(chunk))
-            ])
+            with captum_default_device():
+                result[name] = torch.cat([
+                    _per_channel(explainer.attribute(xc, baselines=reference.expand_as(xc), target=yc,
+                                                     n_steps=int(n_steps), method=CONDUCTANCE_POINTS))
+                    for xc, yc in zip(x.split(chunk), y.split(chunk))
+                ])
         return result
     return {name: _ablation(network, name, layer, x, y) for name, layer in zip(layer_names, layers)}
 
@@ -169,7 +177,7 @@ def _ablation(network: nn.Module, name: str, layer: nn.Module, x: torch.Tensor, 
         shape = (1, layer.out_features)
     else:
         shape = (1, layer.out_channels, *([1] * (2 if isinstance(layer, nn.Conv2d) else 1)))
-    groups = torch.arange(shape[1]).view(shape)
+    groups = torch.arange(shape[1], device=layer.weight.device).view(shape)
     left = layer.bias.detach().view(shape) if layer.bias is not None else 0.0  # what pruning the channel leaves
     rest = _downstream(network, name)
 
@@ -204,27 +212,32 @@ def _ablation(network: nn.Module, name: str, layer: nn.Module, x: torch.Tensor, 
 def class_channel_attributions(per_sample: dict[str, torch.Tensor], y: torch.Tensor,
                                num_classes: int) -> dict[str, np.ndarray]:
     """Per layer a (classes, channels) matrix: the mean over a class's samples of the absolute
-    per-sample channel attribution. Rows of classes without samples are NaN."""
-    y = torch.as_tensor(y).long()
+    per-sample channel attribution. Rows of classes without samples are NaN. Summed on the CPU:
+    the matrices are NumPy arrays."""
+    y = torch.as_tensor(y, device="cpu").long()
     counts = torch.bincount(y, minlength=num_classes).double()
     matrices = {}
     for name, values in per_sample.items():
-        sums = torch.zeros(num_classes, values.shape[1], dtype=torch.float64).index_add_(0, y, values.abs().double())
+        values = values.detach().cpu()
+        sums = torch.zeros(num_classes, values.shape[1], dtype=torch.float64, device="cpu").index_add_(
+            0, y, values.abs().double())
         with np.errstate(invalid="ignore", divide="ignore"):
             matrices[name] = (sums / counts[:, None]).numpy()
     return matrices
 
 
-def channel_importance(class_matrix: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+def channel_importance(class_matrix: dict[str, np.ndarray], device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """One score per channel: the mean over classes of the class matrix (classes weigh equally,
-    whatever their sample counts; classes without samples are left out)."""
-    return {name: torch.from_numpy(np.nanmean(matrix, axis=0)).float() for name, matrix in class_matrix.items()}
+    whatever their sample counts; classes without samples are left out), on ``device`` (that of
+    the weights the scores will meet)."""
+    return {name: torch.from_numpy(np.nanmean(matrix, axis=0)).float().to(device) for name, matrix in class_matrix.items()}
 
 
 def spread_over_channel(importance: torch.Tensor, weight_shape: torch.Size) -> torch.Tensor:
     """Per-weight scores of a layer whose output channel c scores ``importance[c]``: each of the
     channel's k weights carries ``importance[c] / k``, so a neuron/filter's summed score (the
-    structured group score, aggregate "sum") is the channel attribution, up to float rounding."""
+    structured group score, aggregate "sum") is the channel attribution, up to float rounding.
+    On the device of ``importance``."""
     per_channel = math.prod(weight_shape[1:])
     if importance.numel() != weight_shape[0]:
         raise BadInputError(f"{importance.numel()} channel scores for a weight of {weight_shape[0]} output channels")

@@ -16,14 +16,15 @@ from pruning.errors import BadInputError
 
 def balanced_indices(labels: torch.Tensor, num_classes: int, per_class: int, seed: int) -> torch.Tensor:
     """Indices of ``per_class`` samples of every class (all of a smaller class), drawn with ``seed``,
-    in data order."""
+    in data order. The draws come from a CPU generator, so every device picks the same samples."""
     if int(per_class) < 1:
         raise BadInputError(f"samples per class must be at least 1, got {per_class}")
     generator = torch.Generator().manual_seed(int(seed))
     picks = []
     for label in range(num_classes):
         members = torch.nonzero(labels == label).flatten()
-        picks.append(members[torch.randperm(len(members), generator=generator)[: int(per_class)]])
+        order = torch.randperm(len(members), generator=generator, device="cpu")[: int(per_class)]
+        picks.append(members[order.to(members.device)])
     return torch.sort(torch.cat(picks)).values
 
 

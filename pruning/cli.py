@@ -3,7 +3,7 @@
     python -m pruning list [--json]
     python -m pruning prune --dataset D --model M --method magnitude --sparsity S [--json] [--out DIR]
     python -m pruning prune --dataset D --model M --method dns --set c_rate=3 [--json]
-    python -m pruning sweep --dataset D --model M --methods a,b --sparsities 0.5,0.9 --out FILE.csv
+    python -m pruning sweep --dataset D --model M --methods a,b --sparsities 0.5,0.9 --out FILE.csv [--workers N | --backend ray]
     python -m pruning landscape --dataset D --model M --method X --sparsity S [--grid N] [--batch-size-eval B] [--levels N] [--json]
     python -m pruning sensitivity --dataset D --model M --method C [--sparsities 0.5,0.9] [--split test] [--json]
     python -m pruning limit --dataset D --model M [--set l1=5e-5 --set lanczos_steps=100 ...] [--json]
@@ -26,6 +26,7 @@ from pruning.analysis.limit import LimitSettings, fundamental_limit
 from pruning.analysis.sensitivity import DEFAULT_SPARSITIES, SPLITS, sensitivity_scan
 from pruning.analysis.valley import level_barrier_rows, loss_valley
 from pruning.data import DATASETS, DataUnavailableError
+from pruning.device import DEVICE_CHOICES, cuda_available, resolve_device
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment
 from pruning.export import write_exports
@@ -34,11 +35,13 @@ from pruning.models import MODELS
 from pruning.params import Param
 from pruning.physical.costs import RealCosts, real_costs
 from pruning.pipeline import PruneResult, run_prune
+from pruning.progress_bars import close_bars, stage_bar
 from pruning.registry import METHODS, get_method
-from pruning.report import result_json, sweep_row
+from pruning.report import result_json
+from pruning.runner import BACKENDS, check_backend
 from pruning.schedules import SCHEDULES, Schedule, make_schedule, schedule_params
 from pruning.selection import GRANULARITIES, SCOPES
-from pruning.sweep import run_sweep
+from pruning.sweep import failure_lines, run_sweep, sweep_rows
 from pruning.tensor_files import save_safetensors
 from pruning.train import TRAIN_PARAMS, TrainConfig
 from pruning.weights import read_bytes, use_weights
@@ -87,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--methods", default="magnitude", help="comma-separated method names")
     sweep.add_argument("--sparsities", required=True, help="comma-separated sparsities in [0, 1)")
     sweep.add_argument("--seeds", default="0", help="comma-separated seeds")
+    sweep.add_argument("--backend", choices=BACKENDS, default="local", help="local (this machine) or ray: one task per cell")
+    sweep.add_argument("--workers", type=int, metavar="N", help="local: N processes, cpus // N threads each (default 1: this one)")
+    sweep.add_argument("--address", metavar="ADDR", help="ray: auto, HOST:PORT or ray://HOST:PORT (default RAY_ADDRESS, else local)")
     add_pruning_options(sweep)
     sweep.add_argument("--out", type=out_path, required=True, help="the CSV file to write")
     sweep.add_argument("--json", action="store_true", help="print one JSON object {rows: [...]}")
@@ -179,6 +185,9 @@ def add_experiment_options(parser: argparse.ArgumentParser, weights: bool = True
     parser.add_argument("--model", default="lenet5", help=f"one of: {', '.join(MODELS)}")
     parser.add_argument("--imbalance", type=float, default=1.0, help="most/least frequent class ratio of the training split (1 = balanced)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help="where to compute: auto = cuda when torch sees a CUDA GPU, else cpu (default auto); "
+                        "models trained on a GPU are cached apart from CPU ones")
     for param in TRAIN_PARAMS:
         add_param_flag(parser, param, " (dense training)")
 
@@ -188,7 +197,8 @@ def experiment_from_args(args) -> Experiment:
         if getattr(args, name) not in registry:
             raise BadInputError(f"unknown {name} {getattr(args, name)!r}; choose one of: {', '.join(registry)}")
     train = TrainConfig.from_settings(given(args, TRAIN_PARAMS))
-    experiment = Experiment(dataset=args.dataset, model=args.model, imbalance=args.imbalance, seed=args.seed, train=train)
+    experiment = Experiment(dataset=args.dataset, model=args.model, imbalance=args.imbalance, seed=args.seed, train=train,
+                            device=resolve_device(args.device))
     if getattr(args, "mask", None) is not None and args.weights is None:
         raise BadInputError("--mask applies to --weights: give the weights it masks too")
     if getattr(args, "weights", None) is not None:
@@ -202,14 +212,17 @@ def command_list(args) -> int:
         "datasets": [{"name": info.name, "description": info.description} for info in DATASETS.values()],
         "models": [{"name": info.name, "description": info.description} for info in MODELS.values()],
         "methods": [method.describe() for method in METHODS.values()],
+        "devices": {"choices": list(DEVICE_CHOICES), "cuda_available": cuda_available(), "auto": resolve_device("auto")},
     }
     if args.json:
         print(json.dumps(listing))
         return 0
+    devices = listing.pop("devices")
     for section, entries in listing.items():
         print(f"{section}:")
         for entry in entries:
             print(f"  {entry['name']:<14} {entry['description']}")
+    print(f"devices: --device {'|'.join(devices['choices'])}; auto = {devices['auto']} here")
     return 0
 
 
@@ -262,7 +275,7 @@ def command_prune(args) -> int:
                       if isinstance(value, (int, float)) and not isinstance(value, bool))
         )
         latency = ", ".join(f"{kind} {ms['64']:.1f} ms" for kind, ms in report["latency_ms"].items() if ms)
-        print(f"measured latency at batch 64 ({costs.threads} thread): {latency}. {report['physical_note']}")
+        print(f"measured latency at batch 64 on {costs.device_name}: {latency}. {report['physical_note']}")
     return 0
 
 
@@ -282,14 +295,14 @@ def command_sweep(args) -> int:
         overrides=method_overrides(args),
         schedule=schedule_from_args(args),
         progress=None if args.json else _progress_printer("sweep"),
+        backend=check_backend(args.backend, args.workers, args.address),  # checked before any work, like the rest
     )
-    rows = [sweep_row(result) for result in results]
+    rows, failures = sweep_rows(results), failure_lines(results)
     pd.DataFrame(rows).to_csv(args.out, index=False)
-    if args.json:
-        print(json.dumps({"rows": rows}))
-    else:
-        print(f"{len(rows)} rows written to {args.out}")
-    return 0
+    for line in failures:  # every row is written; a failed cell's carries its error, and the exit code is 1
+        print(line, file=sys.stderr)
+    print(json.dumps({"rows": rows}) if args.json else f"{len(rows)} rows written to {args.out}")
+    return 1 if failures else 0
 
 
 def command_landscape(args) -> int:
@@ -367,16 +380,9 @@ def write_outputs(folder: Path, result: PruneResult, report: dict, costs: RealCo
 
 
 def _progress_printer(what: str):
-    """Print one line per stage (a training epoch, a sweep cell) on stderr; stdout stays clean."""
-    last = None
-
-    def report(fraction: float, message: str) -> None:
-        nonlocal last
-        if message != last:
-            last = message
-            print(f"{what}: {message}", file=sys.stderr, flush=True)
-
-    return report
+    """A progress bar for one stage on stderr when it is a terminal (``pruning.progress_bars``),
+    else None: piped output stays free of bar characters; stdout is never touched."""
+    return stage_bar(what)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,5 +392,8 @@ def main(argv: list[str] | None = None) -> int:
                     "sensitivity": command_sensitivity, "limit": command_limit}
         return commands[args.command](args)
     except (BadInputError, DataUnavailableError) as error:
+        close_bars()
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return USAGE_ERROR
+    finally:
+        close_bars()

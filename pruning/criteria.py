@@ -21,7 +21,7 @@ from pruning.channel_attribution import DEFAULT_STEPS
 from pruning.class_balanced import balanced_batch
 from pruning.criteria_attribution import ablation_scores, conductance_scores, gradxact_scores
 from pruning.errors import BadInputError
-from pruning.models import functional_forward
+from pruning.models import functional_forward, model_device
 from pruning.params import Param
 
 
@@ -47,10 +47,12 @@ def magnitude_scores(model: nn.Module, names: list[str], context) -> dict[str, t
 
 
 def random_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
-    """Uniform random scores from the experiment's seed: the baseline every comparison shows."""
+    """Uniform random scores from the experiment's seed: the baseline every comparison shows. Drawn on
+    the CPU (the same scores on every device), then moved to the weights."""
     generator = torch.Generator().manual_seed(context.seed)
     parameters = dict(model.named_parameters())
-    return {name: torch.rand(parameters[name].shape, generator=generator) for name in names}
+    return {name: torch.rand(parameters[name].shape, generator=generator, device="cpu").to(parameters[name].device)
+            for name in names}
 
 
 # --- data-driven criteria: g = dL/dw and H g on a class-balanced training batch ---
@@ -197,7 +199,7 @@ def synflow_scores(model: nn.Module, names: list[str], context) -> dict[str, tor
         for name in names
     ]
     tensors.update(zip(names, weights))
-    ones = torch.ones(1, *context.data.input_shape, dtype=torch.float64)
+    ones = torch.ones(1, *context.data.input_shape, dtype=torch.float64, device=model_device(model))
     network = _unclipped(model)
     with eval_mode(network):
         flow = functional_forward(network, tensors, (ones,)).sum()

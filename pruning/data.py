@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -58,6 +58,17 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    def to(self, device: str | torch.device) -> Dataset:
+        """The same dataset with its tensors on ``device`` (itself when already there)."""
+        device = torch.device(device)
+        if self.x_train.device == device:
+            return self
+        return replace(self, **{name: getattr(self, name).to(device) for name in ("x_train", "y_train", "x_test", "y_test")})
 
 
 @dataclass(frozen=True)
@@ -268,3 +279,9 @@ def load_dataset(name: str, imbalance: float = 1.0, seed: int = 0, root: str | P
     folder = folder.resolve() if DATASETS[name].needs_download else Path(".")  # bundled ones ignore root
     seed = int(seed) if imbalance != 1 else 0  # the seed only picks the long-tailed subset
     return _load(name, imbalance, seed, folder)
+
+
+@functools.lru_cache(maxsize=4)
+def dataset_on(data: Dataset, device: str) -> Dataset:
+    """``data`` moved to ``device`` once and shared (datasets compare by identity)."""
+    return data.to(device)

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from pruning.cache import cache_dir, load_entry, save_entry
-from pruning.data import Dataset, load_dataset
+from pruning.data import Dataset, dataset_on, load_dataset
+from pruning.device import DEVICES, check_device
 from pruning.errors import BadInputError
 from pruning.models import build_model
 from pruning.train import Progress, TrainConfig, fit
@@ -32,6 +33,7 @@ class Experiment:
     seed: int = 0
     train: TrainConfig = TrainConfig()
     weights: str | None = None  # hash of uploaded weights (pruning.weights) used instead of training
+    device: str = "cpu"  # where data, models and every computation live (pruning.device); "auto" resolved before
 
     def __post_init__(self):
         # Equal choices must hash equally: 1 and 1.0 name the same model.
@@ -39,9 +41,17 @@ class Experiment:
         object.__setattr__(self, "seed", int(self.seed))
         if not 0 <= self.seed < 2**63:
             raise BadInputError(f"seed must be in [0, 2^63), got {self.seed}")
+        if self.device not in DEVICES:
+            raise BadInputError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)} (resolve 'auto' first)")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "train": self.train.to_dict()}  # TrainConfig's own: stable cache keys
+        """The choices as a dict (TrainConfig's own: stable cache keys). The device is there only when
+        it is not the CPU: a GPU trains to different weights (other kernels, other float sums), so
+        its models and runs are cached apart; the CPU keeps the keys it had before devices existed."""
+        choices = {**asdict(self), "train": self.train.to_dict()}
+        if self.device == "cpu":
+            del choices["device"]
+        return choices
 
     def key(self) -> str:
         """Stable name of the trained dense model: a hash of every choice that changes it."""
@@ -50,13 +60,18 @@ class Experiment:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def load_data(self) -> Dataset:
-        return load_dataset(self.dataset, imbalance=self.imbalance, seed=self.seed)
+        """The dataset, its tensors on the experiment's device."""
+        data = load_dataset(self.dataset, imbalance=self.imbalance, seed=self.seed)
+        return data if self.device == "cpu" else dataset_on(data, str(check_device(self.device)))
 
     def build_model(self, data: Dataset | None = None) -> nn.Module:
-        """The untrained model, initialised from the experiment's seed."""
+        """The untrained model, initialised from the experiment's seed on the CPU (the same weights
+        on every device), then moved to the experiment's device."""
         data = data or self.load_data()
         torch.manual_seed(self.seed)
-        return build_model(self.model, data.input_shape, data.num_classes)
+        with torch.device("cpu"):  # not the default device of the caller's thread: the same weights everywhere
+            model = build_model(self.model, data.input_shape, data.num_classes)
+        return model if self.device == "cpu" else model.to(check_device(self.device))
 
 
 @dataclass

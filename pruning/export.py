@@ -6,11 +6,15 @@ which needs onnxscript): the TorchScript one is deprecated since torch 2.9. Both
 batch size (the batch dimension is dynamic). Only a physically smaller model is exported: a
 masked (unstructured or block) model in ONNX would be exactly as large and as slow as the dense
 one, and ``model.pt`` already holds it.
+
+Files are written from a CPU copy of a model on a GPU (and say so, ``exported_on``): their tensors
+are CPU tensors, so a file written on a GPU machine loads on any machine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import tempfile
@@ -29,6 +33,7 @@ ONNX_FILE = "physical.onnx"
 PROGRAM_FILE = "physical.pt2"
 LAYERS_FILE = "layers.csv"
 CHECK_BATCH = 3  # differs from the export example's batch of 2: shows the batch dimension is dynamic
+EXPORT_DEVICE = "cpu"  # files hold CPU tensors: they load anywhere
 PHYSICAL_COLUMNS = {  # layers.csv column -> PhysicalLayer field
     "out_channels": "out_channels", "masked_channels": "masked", "removed_channels": "removed",
     "physical_params": "params",
@@ -39,10 +44,18 @@ def _batch_dim():
     return ({0: torch.export.Dim("batch", min=1, max=4096)},)
 
 
+def on_export_device(model: nn.Module) -> nn.Module:
+    """``model`` itself when it is on the CPU, else a CPU copy of it (the model is not moved)."""
+    on_cpu = all(tensor.device.type == EXPORT_DEVICE for tensor in [*model.parameters(), *model.buffers()])
+    return model if on_cpu else copy.deepcopy(model).to(EXPORT_DEVICE)
+
+
 def export_onnx(model: nn.Module, input_shape, path: str | Path) -> dict:
     """Write ``model`` (eval mode) as ONNX with input ``input`` and output ``logits``, then run it
-    in onnxruntime against torch on a fresh batch of another size (``matches``: within float tolerance)."""
+    in onnxruntime against torch on a fresh batch of another size (``matches``: within float
+    tolerance). A model on a GPU is exported from a CPU copy."""
     model.eval()
+    model = on_export_device(model)
     path = Path(path)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -55,7 +68,8 @@ def export_onnx(model: nn.Module, input_shape, path: str | Path) -> dict:
     got = onnx_session(path).run(None, {"input": x.numpy()})[0]
     difference = float(abs(got - expected).max())
     return {"file": path.name, "exporter": "torch.onnx.export(dynamo=True)", "checked_with": "onnxruntime",
-            "max_abs_difference": difference, "matches": difference <= 1e-4 * (1.0 + float(abs(expected).max()))}
+            "exported_on": EXPORT_DEVICE, "max_abs_difference": difference,
+            "matches": difference <= 1e-4 * (1.0 + float(abs(expected).max()))}
 
 
 def onnx_session(path: str | Path, threads: int = 1):
@@ -69,10 +83,12 @@ def onnx_session(path: str | Path, threads: int = 1):
 
 
 def export_program(model: nn.Module, input_shape, path: str | Path) -> dict:
-    """Write ``model`` (eval mode) with ``torch.export.save`` and load it back to check the round trip."""
+    """Write ``model`` (eval mode) with ``torch.export.save`` and load it back to check the round
+    trip. A model on a GPU is exported from a CPU copy: a program holds its tensors' devices."""
     model.eval()
+    model = on_export_device(model)
     path = Path(path)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.device(EXPORT_DEVICE):  # torch.export.load makes its tensors on the default device
         warnings.simplefilter("ignore")
         program = torch.export.export(model, (random_batch(input_shape, 2, 0),), dynamic_shapes=_batch_dim())
         torch.export.save(program, str(path))
@@ -80,7 +96,8 @@ def export_program(model: nn.Module, input_shape, path: str | Path) -> dict:
     x = random_batch(input_shape, CHECK_BATCH, 1)
     with torch.inference_mode():
         difference = float((loaded(x) - model(x)).abs().max())
-    return {"file": path.name, "exporter": "torch.export.save", "max_abs_difference": difference}
+    return {"file": path.name, "exporter": "torch.export.save", "exported_on": EXPORT_DEVICE,
+            "max_abs_difference": difference}
 
 
 def layer_rows(stats: ModelStats, physical: PhysicalPruning | None) -> list[dict]:

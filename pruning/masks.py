@@ -25,7 +25,7 @@ class Mask(dict):
             self[name] = value
 
     def __setitem__(self, name: str, value) -> None:
-        value = torch.as_tensor(value)
+        value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, device="cpu")
         if value.dtype != torch.bool:
             if not bool(((value == 0) | (value == 1)).all()):
                 raise BadInputError(f"mask entry {name!r} has values other than 0 and 1")
@@ -36,6 +36,14 @@ class Mask(dict):
     def ones_like(cls, model: nn.Module, names: list[str]) -> "Mask":
         parameters = dict(model.named_parameters())
         return cls({name: torch.ones_like(parameters[name], dtype=torch.bool) for name in names})
+
+    def to(self, device: str | torch.device) -> "Mask":
+        """This mask on ``device`` (itself when already there): a mask read from disk is on the
+        CPU and must move to the device of its weights before it meets them."""
+        device = torch.device(device)
+        if all(entry.device == device for entry in self.values()):
+            return self
+        return Mask({name: entry.to(device) for name, entry in self.items()})
 
     @property
     def num_weights(self) -> int:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from pruning.masks import Mask
-from pruning.models import prunable_layers
+from pruning.models import model_device, prunable_layers
 
 _FLOPS_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
@@ -49,7 +49,7 @@ def _count_flops_per_weight(model: nn.Module, input_shape: tuple[int, ...]) -> d
         module.register_forward_hook(record(name))
     model.eval()
     with torch.no_grad():
-        model(torch.zeros(1, *input_shape))
+        model(torch.zeros(1, *input_shape, device=model_device(model)))
     return {name: 2 * count for name, count in positions.items()}
 
 

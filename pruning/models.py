@@ -206,7 +206,7 @@ def build_model(name: str, input_shape: InputShape, num_classes: int) -> nn.Modu
     try:
         with torch.no_grad():
             model.eval()
-            output = model(torch.zeros(1, *input_shape))
+            output = model(torch.zeros(1, *input_shape, device=model_device(model)))
     except RuntimeError as error:
         raise BadInputError(
             f"model {name!r} does not fit inputs of shape {tuple(input_shape)}: {str(error).splitlines()[0]}"
@@ -214,6 +214,11 @@ def build_model(name: str, input_shape: InputShape, num_classes: int) -> nn.Modu
     if output.shape != (1, num_classes):
         raise BadInputError(f"model {name!r} produced outputs of shape {tuple(output.shape)}, not (1, {num_classes})")
     return model
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model`` computes: the device of its parameters (tensors made for it go there)."""
+    return next(model.parameters()).device
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:

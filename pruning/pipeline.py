@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pruning.data import Dataset
+from pruning.device import describe_device
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, train_dense
 from pruning.masks import Mask
@@ -34,7 +35,8 @@ class PruneResult:
 
     ``accuracy_before_finetune`` is None where nothing was fine-tuned; ``details`` holds the
     method's own numbers. The experiment fields are set by ``run_prune``: the experiment, the
-    schedule (None for a method that trains on its own), the dense model and its evaluation."""
+    schedule (None for a method that trains on its own), the dense model and its evaluation.
+    ``seconds`` is wall-clock time on the device named by ``timed_on``."""
 
     method: str
     settings: dict[str, Any]
@@ -48,6 +50,7 @@ class PruneResult:
     accuracy_before_finetune: float | None = None
     details: Details | None = None
     seconds: float = 0.0
+    timed_on: str = ""  # the device ``seconds`` was measured on (``pruning.device.describe_device``)
     experiment: Experiment | None = None
     schedule: Schedule | None = None
     dense: Evaluation | None = None
@@ -107,6 +110,7 @@ def measure(model: nn.Module, data: Dataset, method_name: str, settings: dict[st
         accuracy_before_finetune=outcome.accuracy_before_finetune,
         details=outcome.details,
         seconds=time.perf_counter() - started,
+        timed_on=describe_device(data.x_test.device),
     )
 
 

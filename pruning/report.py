@@ -26,6 +26,7 @@ def result_json(result: PruneResult) -> dict:
         "method": result.method,
         "settings": result.settings,
         "seed": experiment.seed,
+        "device": experiment.device,
         "epochs": experiment.train.epochs,
         "granularity": result.settings.get("granularity", "unstructured"),
         "schedule": schedule.kind if schedule is not None else "built-in",
@@ -50,6 +51,7 @@ def result_json(result: PruneResult) -> dict:
         "history": result.history,
         "details": result.details.to_json() if result.details is not None else {},
         "seconds": result.seconds,
+        "timed_on": result.timed_on,  # the device (and threads) ``seconds`` was measured on
     }
 
 

@@ -38,10 +38,10 @@ def rowwise_keep(score: torch.Tensor, amount: int) -> torch.Tensor:
     count, length = rows.shape
     base, extra = divmod(int(amount), count)
     order = torch.sort(rows, dim=1, stable=True).indices
-    per_row = torch.full((count,), base, dtype=torch.long)
+    per_row = torch.full((count,), base, dtype=torch.long, device=rows.device)
     if extra:
         next_lowest = rows.gather(1, order[:, base: base + 1]).flatten()
         per_row[torch.sort(next_lowest, stable=True).indices[:extra]] += 1
-    pruned = torch.arange(length).expand(count, length) < per_row.unsqueeze(1)
+    pruned = torch.arange(length, device=rows.device).expand(count, length) < per_row.unsqueeze(1)
     keep = torch.ones_like(rows, dtype=torch.bool).scatter_(1, order, ~pruned)
     return keep.view(score.shape)

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from pruning.cache import load_entry, save_entry
+from pruning.device import check_device
 from pruning.experiment import Experiment, train_dense, variant_path
 from pruning.masks import Mask
 from pruning.methods.base import Method, PruneOutcome, Snapshot
@@ -35,10 +37,11 @@ def run_training_method(
     use_cache: bool = True,
 ) -> PruneOutcome:
     """A training-time method's run on ``experiment``: read from the disk cache when this exact
-    run was done before (a file that cannot be read is ignored and rewritten), else run and cached."""
+    run was done before (a file that cannot be read is ignored and rewritten), else run and cached.
+    A run read back has its masks and weights on the experiment's device, as a fresh run has."""
     path = training_run_path(experiment, method, sparsity, settings)
     if use_cache:
-        cached = _read_run(path, method)
+        cached = _read_run(path, method, check_device(experiment.device))
         if cached is not None:
             return cached
     if dense is None:
@@ -64,17 +67,20 @@ def run_training_method(
     return outcome
 
 
-def _read_run(path: Path, method: Method) -> PruneOutcome | None:
+def _read_run(path: Path, method: Method, device: torch.device) -> PruneOutcome | None:
+    """The cached run at ``path`` (read onto the CPU) moved to ``device``; None if it cannot be used."""
     entry = load_entry(path)
     if entry is None:
         return None
     try:
         if entry["format"] != RUN_FORMAT:
             return None
-        snapshots = [Snapshot(shot["step"], shot["epoch"], Mask(shot["mask"]), shot["accuracy"], shot["phase"])
+        snapshots = [Snapshot(shot["step"], shot["epoch"], Mask(shot["mask"]).to(device), shot["accuracy"], shot["phase"])
                      for shot in entry["snapshots"]]
         details = None if entry["details"] is None else method.details_type(**entry["details"])
-        return PruneOutcome(Mask(entry["mask"]), entry["state_dict"], list(entry["history"]), snapshots,
+        state = entry["state_dict"]
+        state = None if state is None else {name: tensor.to(device) for name, tensor in state.items()}
+        return PruneOutcome(Mask(entry["mask"]).to(device), state, list(entry["history"]), snapshots,
                             accuracy_before_finetune=entry["accuracy_before_finetune"], details=details)
     except Exception:  # an unreadable run is redone, never trusted
         return None

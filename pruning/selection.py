@@ -44,10 +44,11 @@ def kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
     if count <= 16 * SAMPLE_SIZE:
         return torch.kthvalue(values, k).values
     generator = torch.Generator().manual_seed(count)
-    sample = values[torch.randint(count, (SAMPLE_SIZE,), generator=generator)]
+    sample = values[torch.randint(count, (SAMPLE_SIZE,), generator=generator, device="cpu").to(values.device)]
     quantile = k / count
     margin = 5.0 * math.sqrt(quantile * (1.0 - quantile) / SAMPLE_SIZE) + 2.0 / SAMPLE_SIZE
-    low, high = torch.quantile(sample, torch.tensor([max(quantile - margin, 0.0), min(quantile + margin, 1.0)]))
+    bounds = torch.tensor([max(quantile - margin, 0.0), min(quantile + margin, 1.0)], device=values.device)
+    low, high = torch.quantile(sample, bounds)
     below = int(torch.count_nonzero(values < low))
     inside = values[(values >= low) & (values <= high)]
     if below < k <= below + inside.numel():
@@ -100,7 +101,7 @@ def expand_groups(keep: torch.Tensor, shape: torch.Size, granularity: str, block
         return keep.view(shape)
     if granularity == "structured":
         return keep.view(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
-    rows, cols = _matrix(torch.empty(shape)).shape
+    rows, cols = _matrix(torch.empty(shape, device="meta")).shape  # the shape only: no memory
     blocks = keep.view(-(-rows // block_size), -(-cols // block_size))
     matrix = blocks.repeat_interleave(block_size, 0).repeat_interleave(block_size, 1)[:rows, :cols]
     return matrix.T.reshape(shape).contiguous()

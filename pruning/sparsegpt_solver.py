@@ -77,7 +77,7 @@ class HessianSum:
     def __init__(self, layer: nn.Module):
         self.layer = layer
         columns = layer.weight[0].numel()
-        self.total = torch.zeros(columns, columns, dtype=torch.float64)
+        self.total = torch.zeros(columns, columns, dtype=torch.float64, device=layer.weight.device)
         self.samples = 0
 
     def add(self, inputs: torch.Tensor) -> None:
@@ -116,7 +116,7 @@ def _block_budgets(rows: int, columns: int, blocksize: int, sparsity: float) -> 
 
 def _lowest(scores: torch.Tensor, amount: int) -> torch.Tensor:
     """Boolean matrix marking the ``amount`` lowest scores (ties: the first in memory order)."""
-    pruned = torch.zeros(scores.numel(), dtype=torch.bool)
+    pruned = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
     pruned[torch.sort(scores.flatten(), stable=True).indices[:amount]] = True
     return pruned.view(scores.shape)
 

@@ -23,10 +23,12 @@ from torch import nn
 from pruning.analysis.landscape import LINE_SPAN, LinePath, axis, changed, evaluate_points, fixed_batch, full_tensors
 from pruning.analysis.recall import intensification
 from pruning.cache import load_entry, save_entry
+from pruning.device import check_device, describe_device
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, train_dense, variant_path
 from pruning.masks import Mask
 from pruning.methods.base import PruneContext, PruneOutcome
+from pruning.models import model_device
 from pruning.pipeline import measure
 from pruning.registry import get_method
 from pruning.selection import check_sparsity
@@ -83,6 +85,7 @@ class SparsitySweep:
     layer_params: dict[str, int]
     points: list[SweepPoint] = field(default_factory=list)
     seconds: float = 0.0
+    timed_on: str = ""  # the device ``seconds`` was measured on (``pruning.device.describe_device``)
     stopped: str = ""  # why the grid ends early (a sparsity the settings refuse, e.g. one that empties a layer)
 
     @property
@@ -103,7 +106,8 @@ def sparsity_sweep(experiment: Experiment, method_name: str, overrides: dict | N
                    grid: list[float] | None = None, dense: nn.Module | None = None, progress: Progress | None = None,
                    use_cache: bool = True) -> SparsitySweep:
     """The sweep of a one-shot method on ``experiment``'s trained dense model (``dense`` when the
-    caller has it), read from the disk cache when this exact sweep was computed before."""
+    caller has it), read from the disk cache when this exact sweep was computed before (its masks
+    then moved to the experiment's device, where a computed sweep has them)."""
     method = get_method(method_name)
     if method.trains:
         raise BadInputError(f"{method_name} prunes while it trains: scrub its run's snapshots instead of a sweep")
@@ -111,7 +115,7 @@ def sparsity_sweep(experiment: Experiment, method_name: str, overrides: dict | N
     grid = [check_sparsity(value) for value in (grid or sparsity_grid())]
     path = sweep_path(experiment, method_name, settings, grid)
     if use_cache:
-        cached = _read(path)
+        cached = _read(path, check_device(experiment.device))
         if cached is not None:
             return cached
     if dense is None:
@@ -132,7 +136,8 @@ def compute_sweep(model: nn.Module, data, method_name: str, settings: dict, grid
     dense_tensors = full_tensors(model)
     train_batch = fixed_batch(data.x_train, data.y_train, VALLEY_BATCH, seed=seed)
     test_batch = fixed_batch(data.x_test, data.y_test, VALLEY_BATCH, seed=seed)
-    dense_ends = {split: evaluate_points(model, dense_tensors, *batch, position_weights=torch.ones(1, 1), vectorise=False)
+    at_dense = torch.ones(1, 1, device=model_device(model))
+    dense_ends = {split: evaluate_points(model, dense_tensors, *batch, position_weights=at_dense, vectorise=False)
                   for split, batch in (("train", train_batch), ("test", test_batch))}
     context = PruneContext(data=data, seed=seed)
     scores = method.scores(model, settings, context) if nested else None
@@ -167,7 +172,7 @@ def compute_sweep(model: nn.Module, data, method_name: str, settings: dict, grid
             compression=stats.compression, speedup=stats.speedup, valley=valley))
     if progress:
         progress(1.0, "done")
-    sweep.seconds = time.perf_counter() - started
+    sweep.seconds, sweep.timed_on = time.perf_counter() - started, describe_device(model_device(model))
     return sweep
 
 
@@ -177,7 +182,7 @@ def valley_line(model: nn.Module, dense: dict, pruned: dict, train_batch, test_b
     each (batching them through vmap was slower for convolutions: 150 against 250 ms for lenet5)."""
     a = axis(LINE_SPAN, VALLEY_POINTS, must_include=(0.0, 1.0))
     moving = [value for value in a if value != 0.0]
-    alpha = torch.tensor(moving, dtype=torch.float32)
+    alpha = torch.tensor(moving, dtype=torch.float32, device=model_device(model))
     weights = torch.stack([1 - alpha, alpha], dim=1)
     line = {}
     for split, (x, y) in (("train", train_batch), ("test", test_batch)):
@@ -193,7 +198,7 @@ def valley_line(model: nn.Module, dense: dict, pruned: dict, train_batch, test_b
 
 
 def pack(mask: Mask) -> dict[str, Any]:
-    return {name: {"bits": torch.from_numpy(np.packbits(keep.numpy().ravel())), "shape": list(keep.shape)}
+    return {name: {"bits": torch.from_numpy(np.packbits(keep.cpu().numpy().ravel())), "shape": list(keep.shape)}
             for name, keep in mask.items()}
 
 
@@ -214,14 +219,14 @@ def _to_entry(sweep: SparsitySweep) -> dict[str, Any]:
     return entry
 
 
-def _read(path) -> SparsitySweep | None:
+def _read(path, device: torch.device) -> SparsitySweep | None:
     entry = load_entry(path)
     if entry is None:
         return None
     try:
         if entry.pop("format") != FORMAT:
             return None
-        points = [SweepPoint(**{**point, "mask": unpack(point["mask"]), "valley": LinePath(**point["valley"])})
+        points = [SweepPoint(**{**point, "mask": unpack(point["mask"]).to(device), "valley": LinePath(**point["valley"])})
                   for point in entry.pop("points")]
         return SparsitySweep(**entry, points=points)
     except Exception:  # an unreadable sweep is computed again, never trusted

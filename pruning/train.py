@@ -32,6 +32,8 @@ def progress_stage(progress: Progress | None, start: float = 0.0, end: float = 1
     return lambda fraction, message: progress(min(1.0, start + fraction * (end - start)), prefix + message)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+AUGMENTATIONS = ("none", "crop-flip")
+CROP_PADDING = 4  # the CIFAR recipe's random crop (He et al. 2016): pad 4, crop back to the image size
 
 
 class TrainingDivergedError(BadInputError):
@@ -52,13 +54,17 @@ TRAIN_PARAMS = (
     Param("shift_pixels", "int", 0, "Data augmentation: every training image is moved by its own random offset of up "
           "to this many pixels along each axis, drawn anew each epoch (edge pixels repeated); 0 = none.", min=0, max=8,
           ui_range=(0, 4), label="Random shift (pixels)"),
+    Param("augment", "choice", "none", "Data augmentation of the CIFAR recipe (He et al., CVPR 2016): crop-flip pads "
+          "each training image by 4 black pixels, crops it back at a random position and flips it left-right with "
+          "probability 1/2, drawn anew each epoch; none = the images as they are.", choices=AUGMENTATIONS,
+          label="Augmentation"),
     Param("warmup_epochs", "int", 0, "Epochs of linear learning-rate warm-up (from lr / steps to lr) before the "
           "cosine decay; at most half of a run (a short fine-tuning warms up for half its steps).", min=0,
           ui_range=(0, 10), label="Warm-up epochs"),
 )
 TRAIN_DEFAULTS = {param.name: param.default for param in TRAIN_PARAMS}
 # Settings added after models were cached: left out of ``to_dict`` (and so of cache keys) at their defaults.
-KEYED_WHEN_SET = ("shift_pixels", "warmup_epochs")
+KEYED_WHEN_SET = ("shift_pixels", "warmup_epochs", "augment")
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class TrainConfig:
     optimizer: str = TRAIN_DEFAULTS["optimizer"]
     shift_pixels: int = TRAIN_DEFAULTS["shift_pixels"]
     warmup_epochs: int = TRAIN_DEFAULTS["warmup_epochs"]
+    augment: str = TRAIN_DEFAULTS["augment"]
 
     def __post_init__(self):
         for name, kind in (("epochs", int), ("batch_size", int), ("lr", float), ("momentum", float), ("weight_decay", float),
@@ -81,6 +88,8 @@ class TrainConfig:
             object.__setattr__(self, name, kind(getattr(self, name)))  # 1 and 1.0 are the same choice
         if self.optimizer not in OPTIMIZERS:
             raise BadInputError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        if self.augment not in AUGMENTATIONS:
+            raise BadInputError(f"unknown augmentation {self.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}")
         if self.epochs < 0 or self.batch_size < 1 or not (self.lr > 0 and math.isfinite(self.lr)):
             raise BadInputError("epochs must be >= 0, batch_size >= 1 and lr a positive number")
         if self.warmup_epochs < 0 or self.shift_pixels < 0:
@@ -138,10 +147,10 @@ def cosine_sgd(parameters, lr: float, total_steps: int, momentum: float = 0.9,
     return optimizer, cosine_decay(optimizer, total_steps)
 
 
-def batches(num_samples: int, batch_size: int, generator: torch.Generator):
-    """Shuffled index batches from a seeded generator."""
-    order = torch.randperm(num_samples, generator=generator)
-    return order.split(batch_size)
+def batches(num_samples: int, batch_size: int, generator: torch.Generator, device: torch.device | None = None):
+    """Shuffled index batches from a seeded CPU generator (the same order on every device), on ``device``."""
+    order = torch.randperm(num_samples, generator=generator, device="cpu")
+    return (order if device is None else order.to(device)).split(batch_size)
 
 
 def random_shift(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
@@ -149,10 +158,40 @@ def random_shift(x: torch.Tensor, pixels: int, generator: torch.Generator) -> to
     each axis, the edge pixels repeated into the gap (MNIST-style images: background)."""
     count, channels, height, width = x.shape
     padded = nn.functional.pad(x, (pixels,) * 4, mode="replicate")
-    offsets = torch.randint(0, 2 * pixels + 1, (count, 2), generator=generator)
-    rows = (offsets[:, :1] + torch.arange(height))[:, None, :, None].expand(count, channels, height, width + 2 * pixels)
-    columns = (offsets[:, 1:] + torch.arange(width))[:, None, None, :].expand(count, channels, height, width)
-    return padded.gather(2, rows).gather(3, columns)
+    offsets = torch.randint(0, 2 * pixels + 1, (count, 2), generator=generator, device="cpu").to(x.device)
+    return _crop(padded, offsets, height, width)
+
+
+def _crop(padded: torch.Tensor, offsets: torch.Tensor, height: int, width: int,
+          flips: torch.Tensor | None = None) -> torch.Tensor:
+    """A height x width window of each padded image at its (row, column) offset, mirrored
+    left-right where ``flips`` is True."""
+    count, channels, _, padded_width = padded.shape
+    columns = offsets[:, 1:] + torch.arange(width, device=padded.device)
+    if flips is not None:
+        columns = torch.where(flips[:, None], columns.flip(1), columns)
+    rows = (offsets[:, :1] + torch.arange(height, device=padded.device))[:, None, :, None]
+    rows = rows.expand(count, channels, height, padded_width)
+    return padded.gather(2, rows).gather(3, columns[:, None, None, :].expand(count, channels, height, width))
+
+
+def random_crop_flip(x: torch.Tensor, black: torch.Tensor, generator: torch.Generator,
+                     padding: int = CROP_PADDING) -> torch.Tensor:
+    """The CIFAR recipe's augmentation on standardised images ``x`` (N, C, H, W): each padded by
+    ``padding`` pixels of ``black`` (the standardised value of a black pixel, per channel, as
+    torchvision's RandomCrop pads before normalising), cropped back at a random position and
+    flipped left-right with probability 1/2 (offsets and flips from ``generator``, on the CPU)."""
+    count, channels, height, width = x.shape
+    padded = black.to(x)[None, :, None, None].repeat(count, 1, height + 2 * padding, width + 2 * padding)
+    padded[:, :, padding:padding + height, padding:padding + width] = x
+    offsets = torch.randint(0, 2 * padding + 1, (count, 2), generator=generator, device="cpu").to(x.device)
+    flips = (torch.rand(count, generator=generator, device="cpu") < 0.5).to(x.device)
+    return _crop(padded, offsets, height, width, flips)
+
+
+def black_pixel(data) -> torch.Tensor:
+    """Each channel's standardised value of a black (0) pixel, from the dataset's mean and std."""
+    return -torch.tensor(data.mean, device=data.device) / torch.tensor(data.std, device=data.device)
 
 
 @dataclass
@@ -188,28 +227,34 @@ def train_epochs(
     progress: Progress | None = None,
     total_epochs: int | None = None,
     shift_pixels: int = 0,
+    augment: str = "none",
 ) -> list[dict]:
     """Train ``model`` in place with cross-entropy for ``epochs`` epochs of seeded shuffled
     batches, stepping ``scheduler`` (if any) per step; one history row per epoch
     ``{epoch, train_loss, test_accuracy, test_loss}``. Raises TrainingDivergedError on NaN/inf.
     ``total_epochs`` is the length of the run the progress fraction refers to (default ``epochs``);
-    ``shift_pixels`` > 0 moves each training image at random (``random_shift``, its own seeded stream)."""
+    ``shift_pixels`` > 0 moves each training image at random (``random_shift``, its own seeded stream);
+    ``augment="crop-flip"`` crops and flips them (``random_crop_flip``, another seeded stream)."""
     hooks = hooks or TrainingHooks()
     generator = torch.Generator().manual_seed(seed)
     shifts = torch.Generator().manual_seed(seed + 1) if shift_pixels else None
+    crops = torch.Generator().manual_seed(seed + 2) if augment == "crop-flip" else None
+    black = black_pixel(data) if crops is not None else None
     per_epoch = steps_per_epoch(data, batch_size)
     total_steps = max(1, (total_epochs or epochs) * per_epoch)
     history = []
     for epoch in range(1, epochs + 1):
         model.train()
         total_loss = 0.0
-        for step, index in enumerate(batches(len(data.y_train), batch_size, generator)):
+        for step, index in enumerate(batches(len(data.y_train), batch_size, generator, data.device)):
             global_step = (epoch - 1) * per_epoch + step
             if hooks.before_step:
                 hooks.before_step(global_step)
             inputs = data.x_train[index]
             if shifts is not None:
                 inputs = random_shift(inputs, shift_pixels, shifts)
+            if crops is not None:
+                inputs = random_crop_flip(inputs, black, crops)
             if hooks.forward_parameters:
                 logits = functional_call(model, hooks.forward_parameters(), (inputs,))
             else:
@@ -291,7 +336,8 @@ def fit(
                           on_epoch_end=on_epoch_end)
     epochs = min(config.epochs, stop_after_epochs) if stop_after_epochs is not None else config.epochs
     return train_epochs(model, data, epochs, config.batch_size, optimizer, seed=seed, scheduler=scheduler,
-                        hooks=hooks, progress=progress, total_epochs=config.epochs, shift_pixels=config.shift_pixels)
+                        hooks=hooks, progress=progress, total_epochs=config.epochs, shift_pixels=config.shift_pixels,
+                        augment=config.augment)
 
 
 @dataclass
@@ -337,7 +383,7 @@ def evaluate(
         accuracy=(predictions == y).double().mean().item(),
         loss=loss,
         per_class_recall=recall_per_class(confusion),
-        confusion=confusion.numpy(),
+        confusion=confusion.cpu().numpy(),
         predictions=predictions,
     )
 

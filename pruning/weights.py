@@ -89,7 +89,7 @@ def _names(keys) -> str:
 
 
 def check_state_dict(state: dict[str, torch.Tensor], model: nn.Module, model_name: str) -> dict[str, torch.Tensor]:
-    """``state`` converted to the model's dtypes, if its keys and shapes are exactly the model's
+    """``state`` converted to the model's dtypes and device, if its keys and shapes are exactly the model's
     and its floating values are finite; else one clear message naming the first mismatch."""
     expected = model.state_dict()
     missing, unexpected = set(expected) - set(state), set(state) - set(expected)
@@ -105,7 +105,7 @@ def check_state_dict(state: dict[str, torch.Tensor], model: nn.Module, model_nam
             )
         if state[name].is_floating_point() and not bool(torch.isfinite(state[name]).all()):
             raise BadInputError(f"the weights hold NaN or infinite values in {name}")
-    return {name: state[name].to(tensor.dtype) for name, tensor in expected.items()}
+    return {name: state[name].to(device=tensor.device, dtype=tensor.dtype) for name, tensor in expected.items()}
 
 
 def check_mask(entries: dict[str, torch.Tensor], model: nn.Module, model_name: str) -> Mask:
@@ -149,7 +149,7 @@ def use_weights(experiment, weights: bytes, mask: bytes | None = None, store: bo
     state = check_state_dict(load_tensors(weights, "weights"), model, experiment.model)
     if mask is not None:
         for name, entry in check_mask(load_tensors(mask, "mask"), model, experiment.model).items():
-            state[name] = state[name] * entry
+            state[name] = state[name] * entry.to(state[name].device)
     if store:
         save_entry({"state_dict": state}, path)
     else:

@@ -7,7 +7,6 @@ files written here in its on-disk formats, so no download is ever needed.
 from __future__ import annotations
 
 import math
-import pickle
 import struct
 
 import numpy as np
@@ -24,6 +23,7 @@ from pruning.data import (
     make_long_tailed,
 )
 from pruning.errors import BadInputError
+from tests.tiny_cifar import CIFAR_NAMES, write_tiny_cifar10
 
 DIGITS = tuple(str(d) for d in range(10))
 
@@ -169,25 +169,9 @@ def test_mnist_like_real_loading(tmp_path, name, folder):
 
 
 def test_cifar10_real_loading(tmp_path):
-    rng = np.random.default_rng(1)
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-    def batch(filename, n, offset):
-        data = rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8)  # rows: R plane, G plane, B plane
-        labels = [(offset + i) % 10 for i in range(n)]
-        with open(folder / filename, "wb") as f:
-            pickle.dump({"batch_label": filename, "data": data, "labels": labels}, f, protocol=2)
-        return data, labels
-
-    train = [batch(f"data_batch_{i}", 4, 4 * i) for i in range(1, 6)]  # 20 training images
-    test_data, test_labels = batch("test_batch", 10, 3)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": names, "num_vis": 3072}, f, protocol=2)
-
+    train, (test_data, test_labels) = write_tiny_cifar10(tmp_path)
     ds = load_dataset("cifar10", root=tmp_path)
-    assert ds.input_shape == (3, 32, 32) and ds.class_names == tuple(names)
+    assert ds.input_shape == (3, 32, 32) and ds.class_names == tuple(CIFAR_NAMES)
     assert ds.y_train.tolist() == [label for _, labels in train for label in labels]
     assert ds.y_test.tolist() == test_labels
     train_data = np.concatenate([data for data, _ in train])

@@ -109,6 +109,7 @@ def test_the_url_follows_the_widgets_and_keeps_only_what_differs_from_the_defaul
     ("train.epochs", "100", "epochs", 6),
     ("train.lr", "-1", "lr", 0.05),
     ("train.optimizer", "rmsprop", "optimizer", "sgd"),
+    ("device", "tpu", "device", "auto"),
     ("colour", "red", None, None),
 ])
 def test_a_bad_experiment_value_in_a_link_is_named_and_the_default_used(name, value, key, default):

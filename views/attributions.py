@@ -74,7 +74,7 @@ def _images(data, indices: tuple[int, ...]):
 
 def _maps(network, data, indices: tuple[int, ...], targets: tuple[int, ...]) -> dict[str, np.ndarray]:
     x, baseline = _images(data, indices)
-    return {method: input_attributions(network, x, torch.tensor(targets), method, baseline=baseline).numpy()
+    return {method: input_attributions(network, x, torch.tensor(targets, device=x.device), method, baseline=baseline).cpu().numpy()
             for method in INPUT_METHODS}
 
 
@@ -99,7 +99,7 @@ def dense_channel_means(experiment, indices: tuple[int, ...], channel_method: st
     x, baseline = _images(_state.data, indices)
     per_image = channel_attributions(_state.dense.model, hidden_layers(_state.dense.model), x,
                                      _state.data.y_test[list(indices)], channel_method, n_steps=n_steps, baseline=baseline)
-    return {name: values.abs().mean(0).numpy() for name, values in per_image.items()}
+    return {name: values.abs().mean(0).cpu().numpy() for name, values in per_image.items()}
 
 
 def chosen_images(mode: str, count: int, dense_predictions, pruned_predictions) -> list[int]:

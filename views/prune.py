@@ -103,7 +103,7 @@ def result_key(result: PruneResult, run: tuple) -> tuple:
     digest = hashlib.sha1()
     for name in sorted(result.mask):
         digest.update(name.encode())
-        digest.update(result.mask[name].numpy().tobytes())
+        digest.update(result.mask[name].cpu().numpy().tobytes())
     settings = tuple(sorted((key, str(value)) for key, value in result.settings.items()))
     return experiment, result.method, settings, result.target_sparsity, run, digest.hexdigest()
 
@@ -149,7 +149,7 @@ def real_costs_panel(result: PruneResult, run: tuple) -> None:
                                    for row in costs.semi_structured]), hide_index=True, key="semi_structured")
     if costs.semi_structured_note:
         st.caption(f"2:4 kernels on a GPU: {costs.semi_structured_note}")
-    st.caption(f"{COSTS_NOTE} Latency: median of timed CPU forward passes with {costs.threads} thread, "
+    st.caption(f"{COSTS_NOTE} Latency: median of timed forward passes on {costs.device_name}, "
                "after warm-up, the models taking turns; a shared machine makes it noisy.")
     summary = {"experiment": experiment.to_dict(), "method": result.method, "settings": result.settings,
                "target_sparsity": result.target_sparsity, **result.stats.to_dict(), **costs.to_json()}

@@ -23,6 +23,7 @@ from torch import nn
 
 from pruning.channel_attribution import (
     DEFAULT_STEPS,
+    captum_default_device,
     channel_attributions,
     class_channel_attributions,
     evaluation_copy,
@@ -49,6 +50,7 @@ def test_class_attributions(model: nn.Module, data, method: str = "gradxact", n_
     index = balanced_indices(data.y_test, data.num_classes, per_class, seed)
     if index.numel() == 0:
         raise BadInputError("the test split has no images to attribute")
+    index = index.to(data.x_test.device)
     x, y = data.x_test[index], data.y_test[index]
     per_sample = channel_attributions(model, hidden_layers(model), x, y, method, n_steps=n_steps,
                                       baseline=input_baseline(x, data.mean, data.std))
@@ -64,7 +66,7 @@ def removed_channels(mask: dict[str, torch.Tensor], layer_names: list[str]) -> d
     removed = {}
     for name in layer_names:
         entry = mask.get(f"{name}.weight")
-        removed[name] = (~entry.flatten(1).any(1)).numpy() if entry is not None else None
+        removed[name] = (~entry.flatten(1).any(1)).cpu().numpy() if entry is not None else None
     return removed
 
 
@@ -150,7 +152,8 @@ def input_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor, 
     """A (N, H, W) map per image of how the logit ``target[i]`` depends on each pixel:
     integrated gradients (Sundararajan et al. 2017; signed, from ``baseline``, summed over colour
     channels; the map sums to about ``F(x) - F(baseline)``), or saliency (Simonyan et al. 2014;
-    the largest ``|dF/dx|`` over colour channels). ``model`` is not touched (an eval copy runs)."""
+    the largest ``|dF/dx|`` over colour channels). ``model`` is not touched (an eval copy runs);
+    the maps are on the device of ``x``."""
     from captum.attr import IntegratedGradients, Saliency  # slow to load: on first use
 
     if method not in INPUT_METHODS:
@@ -158,8 +161,10 @@ def input_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor, 
     if x.dim() != 4:
         raise BadInputError(f"input maps need images (N, C, H, W); got shape {tuple(x.shape)}")
     network = evaluation_copy(model)
-    target = torch.as_tensor(target).long()
+    target = torch.as_tensor(target, device=x.device).long()
     if method == "saliency":
         return Saliency(network).attribute(x.detach().clone().requires_grad_(True), target=target, abs=True).detach().amax(1)
-    reference = torch.zeros_like(x) if baseline is None else baseline.to(x.dtype).expand_as(x)
-    return IntegratedGradients(network).attribute(x, baselines=reference, target=target, n_steps=int(n_steps)).detach().sum(1)
+    reference = torch.zeros_like(x) if baseline is None else baseline.to(device=x.device, dtype=x.dtype).expand_as(x)
+    with captum_default_device():
+        maps = IntegratedGradients(network).attribute(x, baselines=reference, target=target, n_steps=int(n_steps))
+    return maps.detach().sum(1)

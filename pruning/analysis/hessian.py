@@ -31,12 +31,14 @@ from pruning.models import prunable_weight_names
 @dataclass
 class LossHessian:
     """``v -> H v`` on flat vectors, ``H`` the Hessian of the mean cross-entropy of a model on one
-    batch with respect to the weights ``names`` (all flattened and concatenated, in that order)."""
+    batch with respect to the weights ``names`` (all flattened and concatenated, in that order).
+    ``device`` is where the weights live: the vectors it takes and returns live there too."""
 
     names: list[str]
     shapes: list[torch.Size]
     product: Callable[[Sequence[Tensor]], list[Tensor]]
     dtype: torch.dtype
+    device: torch.device = torch.device("cpu")
 
     @property
     def size(self) -> int:
@@ -77,16 +79,25 @@ def loss_hessian(
 
     with eval_mode(model):
         product = hvp_operator(loss, weights)  # the forward pass happens here, once
-    return LossHessian(names, [w.shape for w in weights], product, weights[0].dtype if weights else torch.float32)
+    return LossHessian(names, [w.shape for w in weights], product, weights[0].dtype if weights else torch.float32,
+                       weights[0].device if weights else x.device)
 
 
 # --- Spectral tools on any symmetric operator ---------------------------------------------------
+# Random probes are drawn on the CPU (the same numbers on every device) and moved to the device of
+# the operator: its ``device`` attribute (``LossHessian``'s), or the one given, or the CPU.
 
 
-def rademacher(size: int, generator: torch.Generator, dtype: torch.dtype = torch.float64) -> Tensor:
+def operator_device(operator: Callable[[Tensor], Tensor], device: str | torch.device | None = None) -> torch.device:
+    """Where ``operator`` takes its vectors: ``device`` if given, else its own ``device``, else the CPU."""
+    return torch.device(device if device is not None else getattr(operator, "device", "cpu"))
+
+
+def rademacher(size: int, generator: torch.Generator, dtype: torch.dtype = torch.float64,
+               device: str | torch.device = "cpu") -> Tensor:
     """Independent +-1 entries: the probes of Hutchinson's estimator and SLQ's start vectors
-    (lowest variance among probes with E[v v^T] = I)."""
-    return (torch.randint(0, 2, (size,), generator=generator) * 2 - 1).to(dtype)
+    (lowest variance among probes with E[v v^T] = I). Drawn by the CPU ``generator``, then moved to ``device``."""
+    return (torch.randint(0, 2, (size,), generator=generator, device="cpu") * 2 - 1).to(device=device, dtype=dtype)
 
 
 @dataclass
@@ -113,7 +124,7 @@ def lanczos(operator: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> 
     the Ritz values are exact eigenvalues of H)."""
     if steps < 1:
         raise ValueError("Lanczos needs at least one step")
-    basis = torch.zeros(steps, start.numel(), dtype=start.dtype)
+    basis = torch.zeros(steps, start.numel(), dtype=start.dtype, device=start.device)
     basis[0] = start / start.norm()
     alphas, betas = [], []
     scale = 0.0
@@ -132,47 +143,52 @@ def lanczos(operator: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> 
         basis[j + 1] = w / beta
 
     def as_tensor(values: list[Tensor]) -> Tensor:
-        return torch.stack(values) if values else torch.zeros(0, dtype=start.dtype)
+        return torch.stack(values) if values else torch.zeros(0, dtype=start.dtype, device=start.device)
 
     return Tridiagonal(as_tensor(alphas), as_tensor(betas))
 
 
 def top_eigenvalues(
     operator: Callable[[Tensor], Tensor], size: int, k: int = 1, iterations: int = 20, seed: int = 0,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype = torch.float64, device: str | torch.device | None = None,
 ) -> list[float]:
     """The ``k`` largest (algebraic) eigenvalues, largest first, as Ritz values of ``iterations``
     Lanczos steps from a random start: extremal eigenvalues converge first, far faster than power
     iteration (which also finds the largest *magnitude*, not the largest value)."""
     generator = torch.Generator().manual_seed(seed)
-    start = torch.randn(size, generator=generator, dtype=torch.float64).to(dtype)
+    start = torch.randn(size, generator=generator, dtype=torch.float64, device="cpu")
+    start = start.to(device=operator_device(operator, device), dtype=dtype)
     nodes, _ = lanczos(operator, start, min(iterations, size)).quadrature()
     return nodes.flip(0)[:k].tolist()
 
 
 def hutchinson_trace(
-    operator: Callable[[Tensor], Tensor], size: int, probes: int = 10, seed: int = 0, dtype: torch.dtype = torch.float64
+    operator: Callable[[Tensor], Tensor], size: int, probes: int = 10, seed: int = 0, dtype: torch.dtype = torch.float64,
+    device: str | torch.device | None = None,
 ) -> float:
     """tr(H) ~ mean of v^T H v over Rademacher probes v (unbiased; variance 2 sum_{i!=j} H_ij^2 / probes)."""
     generator = torch.Generator().manual_seed(seed)
+    device = operator_device(operator, device)
     total = 0.0
     for _ in range(probes):
-        v = rademacher(size, generator, dtype)
+        v = rademacher(size, generator, dtype, device)
         total += float(torch.dot(v, operator(v)))
     return total / probes
 
 
 def row_norms(
-    operator: Callable[[Tensor], Tensor], size: int, probes: int = 10, seed: int = 0, dtype: torch.dtype = torch.float64
+    operator: Callable[[Tensor], Tensor], size: int, probes: int = 10, seed: int = 0, dtype: torch.dtype = torch.float64,
+    device: str | torch.device | None = None,
 ) -> Tensor:
     """||H e_i|| for every coordinate i, estimated without forming H: for Rademacher v,
     E[(H v)_i^2] = sum_j H_ij^2 = ||H e_i||^2. A row that is exactly zero (a weight that the loss on
     this batch does not see to second order, e.g. one reading an always-zero pixel or feeding a
     dead unit) gives exactly zero for every probe."""
     generator = torch.Generator().manual_seed(seed)
-    squares = torch.zeros(size, dtype=torch.float64)
+    device = operator_device(operator, device)
+    squares = torch.zeros(size, dtype=torch.float64, device=device)
     for _ in range(probes):
-        squares += operator(rademacher(size, generator, dtype)).double() ** 2
+        squares += operator(rademacher(size, generator, dtype, device)).double() ** 2
     return (squares / probes).sqrt()
 
 
@@ -193,16 +209,17 @@ class SpectralQuadrature:
         return torch.cat(self.nodes).double(), torch.cat(self.weights).double() / len(self.nodes)
 
     def density(self, grid: Tensor, sigma: float) -> Tensor:
-        """Gaussian-smoothed density on ``grid`` (integrates to ~1 when the grid covers the spectrum)."""
+        """Gaussian-smoothed density on ``grid`` (integrates to ~1 when the grid covers the spectrum),
+        on the device of the nodes."""
         nodes, weights = self.flat()
-        grid = grid.double()
+        grid = grid.to(device=nodes.device, dtype=torch.float64)
         kernel = torch.exp(-0.5 * ((grid[:, None] - nodes[None, :]) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
         return kernel @ weights
 
 
 def spectral_quadrature(
     operator: Callable[[Tensor], Tensor], size: int, steps: int = 100, probes: int = 1, seed: int = 0,
-    dtype: torch.dtype = torch.float64, support: Tensor | None = None,
+    dtype: torch.dtype = torch.float64, support: Tensor | None = None, device: str | torch.device | None = None,
 ) -> SpectralQuadrature:
     """Stochastic Lanczos quadrature: for each Rademacher start v (normalised),
     v^T f(H) v ~ sum_j w_j f(theta_j) from ``steps`` Lanczos steps; averaged over ``probes``
@@ -212,11 +229,12 @@ def spectral_quadrature(
     other coordinates have exactly zero Hessian rows, H is block-diagonal and this gives the
     spectrum of the live block alone."""
     generator = torch.Generator().manual_seed(seed)
+    device = operator_device(operator, device)
     nodes, weights = [], []
     for _ in range(probes):
-        start = rademacher(size, generator, dtype)
+        start = rademacher(size, generator, dtype, device)
         if support is not None:
-            start = start * support.to(dtype)
+            start = start * support.to(device=device, dtype=dtype)
         node, weight = lanczos(operator, start, min(steps, size)).quadrature()
         nodes.append(node)
         weights.append(weight)

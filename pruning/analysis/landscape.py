@@ -46,12 +46,13 @@ def full_tensors(model: nn.Module, replacements: dict[str, Tensor] | None = None
 
 
 def fixed_batch(x: Tensor, y: Tensor, size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """A seeded random subset of ``size`` samples (all of them if fewer): every grid point sees the same batch."""
+    """A seeded random subset of ``size`` samples (all of them if fewer): every grid point sees the
+    same batch, and every device the same samples (drawn on the CPU)."""
     if size < 1:
         raise BadInputError(f"the evaluation batch size must be at least 1, got {size}")
     if size >= len(y):
         return x, y
-    index = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:size]
+    index = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed), device="cpu")[:size].to(x.device)
     return x[index], y[index]
 
 
@@ -77,7 +78,8 @@ def filter_normalized_direction(model: nn.Module, weights: dict[str, Tensor], se
     rescaled to the norm of the same filter of ``weights``, so moving one unit changes every
     filter in proportion to its own size (scale-invariant layers are not favoured). Biases and
     norm-layer parameters get zero. With ``mask`` the direction stays among the surviving
-    weights: it is zero where the mask prunes, and each filter takes the norm of its survivors."""
+    weights: it is zero where the mask prunes, and each filter takes the norm of its survivors.
+    The draw is made on the CPU (the same direction on every device), then moved to the weights."""
     generator = torch.Generator().manual_seed(seed)
     filters = set(prunable_weight_names(model))
     direction = {}
@@ -85,10 +87,11 @@ def filter_normalized_direction(model: nn.Module, weights: dict[str, Tensor], se
         if name not in filters:
             direction[name] = torch.zeros_like(parameter, dtype=torch.float32)
             continue
-        draw = torch.randn(parameter.shape, generator=generator)
+        draw = torch.randn(parameter.shape, generator=generator, device="cpu").to(parameter.device)
         target = weights[name].detach().float()
         if mask is not None and name in mask:
-            draw, target = draw * mask[name], target * mask[name]
+            keep = mask[name].to(parameter.device)
+            draw, target = draw * keep, target * keep
         draw_norms = draw.flatten(1).norm(dim=1)
         target_norms = target.flatten(1).norm(dim=1)
         scale = torch.where(draw_norms > 0, target_norms / draw_norms.clamp_min(1e-30), torch.zeros_like(draw_norms))
@@ -136,16 +139,21 @@ def evaluate_points(
     (``position_weights`` [P, 1 + K], rows summing to 1; ``steps`` [P, J]). A position missing a
     tensor has the base's, a direction missing one is zero there. Points run ``chunk`` at a time,
     their parameters stacked and ``vmap``-ed through ``functional_call`` (``vectorise=False``:
-    one ``functional_call`` per point, same numbers, for comparison)."""
+    one ``functional_call`` per point, same numbers, for comparison). Everything runs on the
+    device of ``x``: the tensors given are moved there."""
     positions, directions = list(positions), list(directions)
+    device = x.device
     points = len(position_weights) if position_weights is not None else len(steps)
     if position_weights is None:
-        position_weights = torch.ones(points, 1)
+        position_weights = torch.ones(points, 1, device=device)
     if steps is None:
-        steps = torch.zeros(points, 0)
+        steps = torch.zeros(points, 0, device=device)
     if position_weights.shape != (points, 1 + len(positions)) or steps.shape != (points, len(directions)):
         raise ValueError("position_weights must be [P, 1 + positions], steps [P, directions]")
-    coefficients = torch.cat([position_weights, steps], dim=1).float()
+    coefficients = torch.cat([position_weights.to(device), steps.to(device)], dim=1).float()
+    base = {name: tensor.to(device) for name, tensor in base.items()}
+    positions = [{name: tensor.to(device) for name, tensor in position.items()} for position in positions]
+    directions = [{name: tensor.to(device) for name, tensor in direction.items()} for direction in directions]
     moving = _moving_names(base, positions, directions)
     stacked = {
         name: torch.stack([base[name].float()] + [position.get(name, base[name]).float() for position in positions]
@@ -221,9 +229,11 @@ class Plane:
 
 
 def changed(dense: dict[str, Tensor], pruned: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The tensors of ``pruned`` that differ from ``dense`` (the others need no batching)."""
-    return {name: tensor for name, tensor in pruned.items()
-            if name in dense and tensor.is_floating_point() and not torch.equal(tensor, dense[name])}
+    """The tensors of ``pruned`` that differ from ``dense`` (the others need no batching), on the
+    dense tensors' device (pruned weights read from the cache are on the CPU)."""
+    moved = {name: tensor.to(dense[name].device) for name, tensor in pruned.items() if name in dense}
+    return {name: tensor for name, tensor in moved.items()
+            if tensor.is_floating_point() and not torch.equal(tensor, dense[name])}
 
 
 def line_path(
@@ -239,7 +249,7 @@ def line_path(
 ) -> LinePath:
     """Train and test loss and accuracy at ``points`` values of a over ``span`` (plus a = 0 and 1)."""
     a = axis(span, points, must_include=(0.0, 1.0))
-    alpha = torch.tensor(a, dtype=torch.float32)
+    alpha = torch.tensor(a, dtype=torch.float32, device=train_batch[0].device)
     weights = torch.stack([1 - alpha, alpha], dim=1)
     moved = changed(dense, pruned)
     results = {}
@@ -271,10 +281,10 @@ def plane(
     a = axis(span_a, points, must_include=(0.0, 1.0))
     b = axis(span_b, points, must_include=(0.0,))
     direction = filter_normalized_direction(model, dense, seed=seed, mask=mask)
-    grid_b, grid_a = torch.meshgrid(torch.tensor(b), torch.tensor(a), indexing="ij")
+    x, y = batch
+    grid_b, grid_a = torch.meshgrid(torch.tensor(b, device=x.device), torch.tensor(a, device=x.device), indexing="ij")
     alpha, beta = grid_a.reshape(-1).float(), grid_b.reshape(-1).float()
     weights = torch.stack([1 - alpha, alpha], dim=1)
-    x, y = batch
     loss, accuracy = evaluate_points(model, dense, x, y, positions=[changed(dense, pruned)], directions=[direction],
                                      position_weights=weights, steps=beta[:, None], chunk=chunk, vectorise=vectorise,
                                      progress=progress)
@@ -307,7 +317,7 @@ def level_barriers(model: nn.Module, levels: list[Level], batch: tuple[Tensor, T
     """Error barrier on ``batch`` between each pair of consecutive levels."""
     x, y = batch
     a = axis((0.0, 1.0), points)
-    alpha = torch.tensor(a, dtype=torch.float32)
+    alpha = torch.tensor(a, dtype=torch.float32, device=x.device)
     weights = torch.stack([1 - alpha, alpha], dim=1)
     rows = []
     for start, end in zip(levels, levels[1:]):

@@ -113,8 +113,8 @@ class Spectrum:
 def removable_fraction(radius, spectrum: Spectrum) -> torch.Tensor:
     """G(R): the fraction of directions that absorb a step of length R within eps of loss, a
     continuous function of R (scalar or tensor). r^2 / (R^2 + r^2) = 2 eps / (2 eps + R^2 |lambda|),
-    which is 1 at lambda = 0 and is written this way to stay finite there."""
-    radius = torch.as_tensor(radius, dtype=torch.float64)
+    which is 1 at lambda = 0 and is written this way to stay finite there. On the spectrum's device."""
+    radius = torch.as_tensor(radius, dtype=torch.float64, device=spectrum.density.device)
     density = spectrum.density.double().clamp(min=0)
     total = float(density.sum())
     flat = spectrum.grid.double().abs()
@@ -132,13 +132,14 @@ def pruned_distance_squares(weights: torch.Tensor) -> torch.Tensor:
     """R^2 after pruning the k smallest |w|, for k = 0..n (the cumulative sum of sorted squares):
     the distance of one-shot magnitude pruning, as ``mask_from_scores`` prunes round(p n)."""
     squares = weights.detach().double().reshape(-1).square().sort().values
-    return torch.cat([torch.zeros(1, dtype=torch.float64), squares.cumsum(0)])
+    return torch.cat([torch.zeros(1, dtype=torch.float64, device=squares.device), squares.cumsum(0)])
 
 
 def radius_at(fractions, squares: torch.Tensor) -> torch.Tensor:
     """R(p) for pruned fractions p, with R^2 cumulated as by ``pruned_distance_squares``."""
     count = squares.numel() - 1
-    index = torch.round(torch.as_tensor(fractions, dtype=torch.float64) * count).long().clamp(0, count)
+    fractions = torch.as_tensor(fractions, dtype=torch.float64, device=squares.device)
+    index = torch.round(fractions * count).long().clamp(0, count)
     return squares[index].sqrt()
 
 
@@ -184,17 +185,18 @@ def loss_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
                       for xb, yb in zip(x.split(batch_size), y.split(batch_size)) if len(yb) == batch_size]
     finally:
         model.train(was_training)
-    return float(torch.tensor(losses, dtype=torch.float64).std()) if len(losses) > 1 else 0.0
+    return float(torch.tensor(losses, dtype=torch.float64, device="cpu").std()) if len(losses) > 1 else 0.0
 
 
 def smoothed(nodes: torch.Tensor, weights: torch.Tensor, relative_sigma: float, bins: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Gaussian-smoothed density of the measure sum_j w_j delta(theta_j) on a grid over its range
-    (padded by 5 sigma; lambda = 0 added when inside), with sigma = relative_sigma * width."""
+    (padded by 5 sigma; lambda = 0 added when inside), with sigma = relative_sigma * width; on the nodes' device."""
     width = max(float(nodes.max() - nodes.min()), 1e-12)
     sigma = relative_sigma * width
-    grid = torch.linspace(float(nodes.min()) - 5 * sigma, float(nodes.max()) + 5 * sigma, bins, dtype=torch.float64)
+    grid = torch.linspace(float(nodes.min()) - 5 * sigma, float(nodes.max()) + 5 * sigma, bins, dtype=torch.float64,
+                          device=nodes.device)
     if float(grid[0]) < 0 < float(grid[-1]):  # keep lambda = 0 on the grid: there G's weight is exactly 1
-        grid = torch.sort(torch.cat([grid, torch.zeros(1, dtype=torch.float64)])).values
+        grid = torch.sort(torch.cat([grid, torch.zeros(1, dtype=torch.float64, device=nodes.device)])).values
     kernel = torch.exp(-0.5 * ((grid[:, None] - nodes[None, :]) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
     return grid, kernel @ weights, sigma
 
@@ -306,7 +308,8 @@ def fundamental_limit(
             progress(0.5 + 0.15 * (i + 1) / len(fractions), f"accuracy sweep: p = {fraction:.2f}")
     # Prediction: eps, the spectrum on a fixed training batch, R(p), G(R(p)).
     eps = loss_noise(model, data.x_train, data.y_train, experiment.train.batch_size)
-    batch = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(settings.seed))[: settings.batch_size]
+    batch = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(settings.seed), device="cpu")
+    batch = batch[: settings.batch_size].to(data.device)
     spectrum, display, details = hessian_spectrum(model, data.x_train[batch], data.y_train[batch], settings, eps, names,
                                          progress=report(0.65, 0.98, "Hessian spectrum"))
     squares = pruned_distance_squares(torch.cat([weights[name].detach().reshape(-1) for name in names]))

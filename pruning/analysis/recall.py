@@ -43,7 +43,7 @@ VERDICTS = {
 
 def class_recall(labels, predictions, num_classes: int) -> np.ndarray:
     """Recall of every class from labels and predictions (``pruning.train.recall_per_class``)."""
-    labels, predictions = (torch.as_tensor(values, dtype=torch.int64).cpu() for values in (labels, predictions))
+    labels, predictions = (torch.as_tensor(values, dtype=torch.int64, device="cpu") for values in (labels, predictions))
     if bool(((labels < 0) | (labels >= num_classes) | (predictions < 0) | (predictions >= num_classes)).any()):
         raise BadInputError(f"labels and predictions must be classes 0..{num_classes - 1}")
     return np.array(recall_per_class(confusion_matrix(labels, predictions, num_classes)))

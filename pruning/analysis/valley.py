@@ -60,13 +60,15 @@ def loss_valley(model: nn.Module, result: PruneResult, data, seed: int, grid: in
         raise BadInputError(f"the grid needs at least 2 points per axis, got {grid}")
     if batch_size < 1:
         raise BadInputError(f"the evaluation batch needs at least 1 sample, got {batch_size}")
-    pruned = result.pruned_tensors
+    device = next(model.parameters()).device  # a cached result's tensors are on the CPU: they follow the model
+    pruned = {name: tensor.to(device) for name, tensor in result.pruned_tensors.items()}
+    mask = result.mask.to(device) if restrict else None
     dense = full_tensors(model)
     train_batch = fixed_batch(data.x_train, data.y_train, batch_size, seed=seed)
     test_batch = fixed_batch(data.x_test, data.y_test, batch_size, seed=seed)
     ends = (0.0, 0.2, 0.85 if with_sharpness else 1.0)
     line = line_path(model, dense, pruned, train_batch, test_batch, points=grid, progress=progress_stage(progress, ends[0], ends[1]))
-    surface = plane(model, dense, pruned, train_batch, points=grid, mask=result.mask if restrict else None, seed=seed,
+    surface = plane(model, dense, pruned, train_batch, points=grid, mask=mask, seed=seed,
                     progress=progress_stage(progress, ends[1], ends[2], "plane: "))
     valley = LossValley(line, surface)
     if with_sharpness:

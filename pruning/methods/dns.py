@@ -118,7 +118,7 @@ class DNS(TrainingMethod):
 
         def before_step(step):
             probability = (1 + settings["gamma"] * step) ** (-settings["power"])
-            if step < iter_stop and float(torch.rand((), generator=coin)) < probability:
+            if step < iter_stop and float(torch.rand((), generator=coin, device="cpu")) < probability:
                 pruned, spliced = surgery_(mask, parameters, thresholds)
                 totals["pruned"] += pruned
                 totals["spliced"] += spliced

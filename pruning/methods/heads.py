@@ -75,7 +75,7 @@ def taylor_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     def gate(key, groups):
         def hook(_module, args):
             inputs = args[0]
-            ones = torch.ones(inputs.shape[0], groups, dtype=inputs.dtype, requires_grad=True)
+            ones = torch.ones(inputs.shape[0], groups, dtype=inputs.dtype, device=inputs.device, requires_grad=True)
             gates[key] = ones
             shape = inputs.shape
             return ((inputs.reshape(shape[0], -1, groups, shape[-1] // groups) * ones[:, None, :, None]).reshape(shape),)

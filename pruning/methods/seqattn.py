@@ -63,7 +63,7 @@ def sparsification_fraction(tau: float, sparsity: float, c: float = 4.0) -> floa
 
 def block_count(shape: torch.Size, block_size: int) -> int:
     """Blocks of a weight of ``shape`` in the layout block-magnitude pruning uses (border blocks count whole)."""
-    return group_scores(torch.zeros(shape), "block", block_size, "sum").numel()
+    return group_scores(torch.empty(shape, device="meta"), "block", block_size, "sum").numel()  # the shape only
 
 
 def block_attention(logits: torch.Tensor, clip: float = 0.0) -> torch.Tensor:
@@ -160,8 +160,9 @@ class _Run:
         self.blocks = {name: block_count(self.parameters[name].shape, self.block_size) for name in self.names}
         self.skipped = [name for name in self.names if self.blocks[name] < settings["min_blocks"]]
         self.pruned = [name for name in self.names if name not in self.skipped]
-        self.logits = {name: torch.zeros(self.blocks[name], requires_grad=True) for name in self.pruned}
-        self.keep = {name: torch.ones(self.blocks[name], dtype=torch.bool) for name in self.pruned}
+        device = {name: self.parameters[name].device for name in self.pruned}
+        self.logits = {name: torch.zeros(self.blocks[name], device=device[name], requires_grad=True) for name in self.pruned}
+        self.keep = {name: torch.ones(self.blocks[name], dtype=torch.bool, device=device[name]) for name in self.pruned}
         self.mask = Mask.ones_like(model, self.names)
         self.attention_folded = False
         self.steps_done = 0

@@ -35,7 +35,7 @@ def undecayed_scores(model: nn.Module, names: list[str], data, strength: float, 
     (on a copy of the model, so its batch-norm statistics are not touched)."""
     scorer = copy.deepcopy(model).train()
     generator = torch.Generator().manual_seed(seed)
-    index = torch.randperm(len(data.y_train), generator=generator)[:batch_size]
+    index = torch.randperm(len(data.y_train), generator=generator, device="cpu")[:batch_size].to(data.y_train.device)
     parameters = dict(scorer.named_parameters())
     loss = nn.functional.cross_entropy(scorer(data.x_train[index]), data.y_train[index])
     gradients = torch.autograd.grad(loss, [parameters[name] for name in names])

@@ -41,6 +41,8 @@ class RealCosts:
     physical_note: str
     semi_structured: list[SemiStructuredLayer] = field(default_factory=list)  # 2:4 Linear layers timed on a GPU
     semi_structured_note: str = ""  # what was timed, or why nothing was (empty: the mask has no 2:4 layer)
+    device: str = "cpu"  # where the latency was timed: "cpu" or "cuda" (the model's device)
+    device_name: str = ""  # pruning.device.describe_device's words for it (threads or the GPU's name)
 
     def speedup(self, kind: str) -> dict[int, float] | None:
         """Measured speedup over the dense model per batch size."""
@@ -82,7 +84,8 @@ class RealCosts:
             "latency_ms": {kind: by_batch(self.latency_ms[kind]) for kind in KINDS},
             "measured_speedup": {kind: by_batch(self.speedup(kind)) for kind in ("masked", "physical")},
             "latency_settings": {
-                "device": "cpu",
+                "device": self.device,
+                "device_name": self.device_name or self.device,
                 "threads": self.threads,
                 "batch_sizes": sorted(self.latency_ms["dense"]),
                 "input_shape": list(self.input_shape),
@@ -119,10 +122,12 @@ def real_costs(
     batch_sizes=BATCH_SIZES, threads: int = LATENCY_THREADS, progress=None,
 ) -> RealCosts:
     """The three costs of a pruned model (``model`` with ``state_dict`` and ``mask``; ``model``
-    is not touched): params, FLOPs (``metrics.model_stats``) and measured CPU latency, for the
-    dense, the masked and, where the mask is structured, the physically smaller model."""
+    is not touched): params, FLOPs (``metrics.model_stats``) and measured latency on the model's
+    device, for the dense, the masked and, where the mask is structured, the physically smaller
+    model (removed on a CPU copy, timed on the model's device like the others)."""
     report = progress or (lambda fraction, message: None)
     input_shape = tuple(input_shape)
+    mask = mask.to(next(model.parameters()).device)  # a mask read from the cache is on the CPU
     dense = masked_copy(model)
     masked = masked_copy(model, state_dict)
     report(0.0, "removing pruned channels")
@@ -144,6 +149,8 @@ def real_costs(
                "physical": None if physical is None else physical.flops},
         latency_ms=latency,
         threads=threads,
+        device=latency.device,
+        device_name=latency.device_name,
         physical=physical,
         semi_structured=semi_rows,
         semi_structured_note=semi_note,

@@ -221,8 +221,8 @@ def _bias_fold(graph, module: nn.Module, columns: list[tuple[int, float]]):
     """Add ``sum_c v_c * W[:, c]`` (summed over the kernel: no padding, so every output position
     sees the whole kernel) to the layer's bias, or subtract it from the running mean of the
     BatchNorm right after it, or give the layer a bias."""
-    indices = torch.tensor([index for index, _ in columns])
-    constants = torch.tensor([value for _, value in columns], dtype=module.weight.dtype)
+    indices = torch.tensor([index for index, _ in columns], device=module.weight.device)
+    constants = torch.tensor([value for _, value in columns], dtype=module.weight.dtype, device=module.weight.device)
 
     def apply():
         weight = module.weight.detach()[:, indices]

@@ -6,6 +6,10 @@ real. Torch-Pruning's dependency graph (DepGraph, Fang et al., CVPR 2023) finds 
 coupled to a channel and removes them together, leaving a smaller dense model that computes
 exactly what the masked model computes; ``pruning.physical.groups`` says which channels go and
 how their constant outputs are carried.
+
+The removal works on a CPU copy whatever the model's device (Torch-Pruning traces, folds and
+checks there: a few forward passes of small batches); the smaller model is handed back on the
+device of the model it came from, and ``PhysicalPruning.to_json`` says where it was removed.
 """
 
 from __future__ import annotations
@@ -65,9 +69,13 @@ class PhysicalLayer:
     params: int  # weight parameters left in the smaller model
 
 
+REMOVAL_DEVICE = "cpu"  # where Torch-Pruning traces and the removal runs, whatever the model's device
+
+
 @dataclass
 class PhysicalPruning:
-    """The smaller model, what was removed, and why some masked channels could not be."""
+    """The smaller model (on the original model's device), what was removed, and why some masked
+    channels could not be."""
 
     model: nn.Module
     layers: list[PhysicalLayer]
@@ -93,6 +101,7 @@ class PhysicalPruning:
             "unremoved_channels": sum(self.kept_masked.values()),
             "unremoved": dict(self.kept_masked),
             "max_abs_difference": self.max_abs_difference,
+            "removed_on": REMOVAL_DEVICE,
             "layers": [vars(layer).copy() for layer in self.layers],
         }
 
@@ -104,26 +113,38 @@ def remove_pruned_channels(
     """The masked model (``model`` with ``state_dict``, pruned weights zero; ``model`` itself is
     not touched) with its masked channels removed for real, outputs unchanged (``pruning.physical.groups``
     says which channels go). Raises BadInputError for a mask that prunes inside
-    neurons/filters (unstructured, block)."""
+    neurons/filters (unstructured, block). Runs on a CPU copy; the smaller model comes back on
+    ``model``'s device."""
+    mask = mask.to(REMOVAL_DEVICE)
     problem = structure_problem(mask)
     if problem:
         raise BadInputError(problem)
+    device = next(model.parameters()).device
+    result = _remove_on_cpu(masked_copy(model, state_dict).to(REMOVAL_DEVICE), mask, input_shape, check_batch, seed,
+                            channel_multiple)
+    result.model.to(device)
+    return result
+
+
+def _remove_on_cpu(masked: nn.Module, mask: Mask, input_shape: tuple[int, ...], check_batch: int, seed: int,
+                   channel_multiple: int) -> PhysicalPruning:
+    """:func:`remove_pruned_channels` of the masked model ``masked``, on the CPU."""
     import torch_pruning as tp  # here, not at import: only physical removal needs it
 
-    masked = masked_copy(model, state_dict)
     small = copy.deepcopy(masked)
     for parameter in small.parameters():
         parameter.requires_grad_(True)  # DepGraph traces through autograd
     names = {module: name for name, module in small.named_modules()}
-    probe = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(seed))
+    probe = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(seed), device="cpu")
     inputs = _layer_inputs(small, probe)
     with torch.enable_grad():
-        graph = tp.DependencyGraph().build_dependency(small, example_inputs=torch.zeros(1, *input_shape), verbose=False)
+        graph = tp.DependencyGraph().build_dependency(small, example_inputs=torch.zeros(1, *input_shape, device="cpu"),
+                                                      verbose=False)
     output_layer = dict(small.named_modules())[output_layer_name(small)]
     layers = {module: name for module, name in names.items() if isinstance(module, LAYER_TYPES)}
     attentions = attention_layers(small).values()
     units = {getattr(attention, part): attention.head_dim for attention in attentions for part in "qkv"}
-    removed_rows = {module: torch.zeros(module.weight.shape[0], dtype=torch.bool) for module in layers}
+    removed_rows = {module: torch.zeros(module.weight.shape[0], dtype=torch.bool, device="cpu") for module in layers}
     masked_rows = {module: _masked_rows(mask, f"{name}.weight", module) for module, name in layers.items()}
     reasons = {module: {} for module in masked_rows}  # module -> {row: reason it stays}
     plans = [
@@ -148,7 +169,7 @@ def remove_pruned_channels(
                                     int(removed_rows[module].sum()), module.weight.numel()))
         for row in torch.nonzero(rows & ~removed_rows[module]).flatten().tolist():
             kept[reasons[module].get(row, "coupled")] += 1
-    check = torch.randn(check_batch, *input_shape, generator=torch.Generator().manual_seed(seed + 1))
+    check = torch.randn(check_batch, *input_shape, generator=torch.Generator().manual_seed(seed + 1), device="cpu")
     with torch.inference_mode():
         difference = float((small(check) - masked(check)).abs().max())
     stats = model_stats(small, None, tuple(input_shape))
@@ -158,7 +179,7 @@ def remove_pruned_channels(
 def _masked_rows(mask: Mask, name: str, module: nn.Module) -> torch.Tensor:
     """Which output neurons/filters of ``module`` the mask zeroes whole."""
     if name not in mask:
-        return torch.zeros(module.weight.shape[0], dtype=torch.bool)
+        return torch.zeros(module.weight.shape[0], dtype=torch.bool, device=module.weight.device)
     return ~mask[name].reshape(mask[name].shape[0], -1).any(1)
 
 

@@ -79,7 +79,7 @@ def time_semi_structured(model: nn.Module, mask: Mask, tokens: int = TOKENS) -> 
         keep = mask.get(f"{name}.weight")
         if not isinstance(layer, nn.Linear) or keep is None or not is_two_four(keep):
             continue
-        weight = (layer.weight.detach() * keep).half().cuda()
+        weight = (layer.weight.detach() * keep.to(layer.weight.device)).half().cuda()
         x = torch.randn(tokens, weight.shape[1], dtype=torch.half, device="cuda")
         try:
             sparse = to_sparse_semi_structured(weight)

@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from pruning.plots.arrays import as_numpy
 from pruning.plots.palette import (
     ATTRIBUTION_KEPT_COLOUR,
     DENSE_COLOUR,
@@ -50,12 +51,13 @@ def input_attribution_figure(pixels: np.ndarray, maps: dict[str, dict[str, np.nd
         col = 1
         for method, pair in maps.items():
             is_signed = method in signed
-            reach = max(float(np.abs(pair["dense"][row]).max()), float(np.abs(pair["pruned"][row]).max()))
+            pair = {model: as_numpy(pair[model][row], np.float32) for model in ("dense", "pruned")}
+            reach = max(float(np.abs(pair["dense"]).max()), float(np.abs(pair["pruned"]).max()))
             reach = reach if reach > 0 else 1.0
             for model in ("dense", "pruned"):
                 suffix = str(row * cols + col + 1)
                 traces.append(go.Heatmap(
-                    z=np.asarray(pair[model][row], dtype=np.float32), showscale=False, xaxis=f"x{suffix}", yaxis=f"y{suffix}",
+                    z=pair[model], showscale=False, xaxis=f"x{suffix}", yaxis=f"y{suffix}",
                     colorscale="RdBu_r" if is_signed else "Viridis",
                     zmin=-reach if is_signed else 0.0, zmax=reach, zmid=0.0 if is_signed else None,
                     hovertemplate=f"{method}, {model}<br>row %{{y}}, column %{{x}}<br>%{{z:.3g}}<extra></extra>",
@@ -84,7 +86,7 @@ def channel_attribution_figure(layers: dict[str, tuple[np.ndarray, np.ndarray]],
                            vertical_spacing=min(0.3 / len(names), 0.1) if len(names) > 1 else 0)
     meta, in_legend = {}, set()
     for row, name in enumerate(names, start=1):
-        values, removed = (np.asarray(part) for part in layers[name])
+        values, removed = (as_numpy(part) for part in layers[name])
         order = np.argsort(-values, kind="stable")
         rank = np.arange(1, len(values) + 1)
         for is_removed, label, colour in ((False, "kept", ATTRIBUTION_KEPT_COLOUR),
@@ -115,13 +117,13 @@ def class_channel_figure(layer: str, matrix: np.ndarray, removed: np.ndarray, cl
     """A layer's class x channel attribution matrix, each class's row as shares of its total (so
     classes compare), channels ordered by their mean share, highest first; a strip on top marks
     the channels pruning removed."""
-    matrix = np.asarray(matrix, dtype=float)
+    matrix = as_numpy(matrix, float)
     totals = matrix.sum(1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         shares = np.where(totals > 0, 100 * matrix / totals, np.nan)
     order = np.argsort(-np.nan_to_num(np.nanmean(shares, axis=0) if np.isfinite(shares).any() else np.zeros(matrix.shape[1])),
                        kind="stable")
-    removed = np.asarray(removed, dtype=bool)[order]
+    removed = as_numpy(removed, bool)[order]
     figure = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.07, 0.93], vertical_spacing=0.02)
     figure.add_trace(go.Heatmap(z=[removed.astype(int).tolist()], colorscale=REMOVED_STRIP_COLOURSCALE,
                                 zmin=0, zmax=1, showscale=False, y=["removed"], customdata=[order.tolist()],
@@ -146,8 +148,8 @@ def class_reliance_figure(class_names: list[str], reliance, recall_loss, pearson
     """Each class's reliance on the removed channels (the share of its attribution they carried)
     against the recall it lost to pruning, with the least-squares line and both correlations in
     the title: a rising cloud says attribution predicts which classes pay."""
-    x = 100 * np.asarray(reliance, dtype=float)
-    y = 100 * np.asarray(recall_loss, dtype=float)
+    x = 100 * as_numpy(reliance, float)
+    y = 100 * as_numpy(recall_loss, float)
     traces = [go.Scatter(x=x.tolist(), y=y.tolist(), mode="markers+text", text=list(class_names), textposition="top center",
                          marker=dict(color=PRUNED_COLOUR, size=10), name="class",
                          hovertemplate="class %{text}<br>attribution on removed channels %{x:.1f}%<br>"

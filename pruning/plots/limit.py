@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from pruning.plots.arrays import as_numpy
 from pruning.plots.palette import (
     DENSE_COLOUR,
     LIMIT_ACTUAL_COLOUR,
@@ -18,9 +19,9 @@ from pruning.plots.palette import (
 def spectral_density_figure(grid: list[float], density: list[float], zero_mass: float) -> go.Figure:
     """rho(lambda) of the live Hessian block on a log axis (its tails span many decades), with the
     exact-zero mass that Lanczos cannot resolve stated in the title."""
-    values = np.asarray(density, dtype=float)
+    values = as_numpy(density, float)
     floor = max(float(values.max()) * 1e-8, 1e-300) if values.size else 1e-300
-    figure = go.Figure(go.Scatter(x=list(grid), y=np.maximum(values, floor).tolist(), mode="lines",
+    figure = go.Figure(go.Scatter(x=as_numpy(grid, float).tolist(), y=np.maximum(values, floor).tolist(), mode="lines",
                                   line=dict(color=MEASURE_COLOUR), name="rho",
                                   hovertemplate="lambda %{x:.4g}<br>density %{y:.3g}<extra></extra>"))
     figure.update_layout(

@@ -13,6 +13,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from pruning.analysis.recall import Intensification, relative_gaps
+from pruning.plots.arrays import as_numpy
 from pruning.plots.images import png_data_uri, translucent
 from pruning.plots.palette import (
     DENSE_COLOUR,
@@ -41,7 +42,7 @@ def recall_gap_figure(class_names: list[str], d0, dt, alpha: float) -> go.Figure
     y = x line (gaps unchanged), the zero lines (recall equal to accuracy) and the fitted slope
     through the origin: points moving away from zero along y mean intensification. (Built with its
     layout in one go: ``update_layout`` after the traces costs ten times as long.)"""
-    x, y = 100 * np.asarray(d0, dtype=float).ravel(), 100 * np.asarray(dt, dtype=float).ravel()
+    x, y = 100 * as_numpy(d0, float).ravel(), 100 * as_numpy(dt, float).ravel()
     finite = np.concatenate([x[np.isfinite(x)], y[np.isfinite(y)]])
     reach = 1.15 * max(float(np.abs(finite).max()) if len(finite) else 0.0, 1.0)
     traces = [
@@ -103,7 +104,7 @@ def alpha_sparsity_figure(curves: dict[str, list[dict]]) -> go.Figure:
 def confusion_cells(dense_confusion, pruned_confusion) -> dict:
     """What a heatmap of the pruned minus dense confusion matrix needs: the change, its symmetric
     colour scale and the cells' labels (blank where nothing changed)."""
-    change = np.asarray(pruned_confusion, dtype=int) - np.asarray(dense_confusion, dtype=int)
+    change = as_numpy(pruned_confusion, int) - as_numpy(dense_confusion, int)
     reach = max(1, int(np.abs(change).max()))
     cells = change.tolist()
     return dict(z=cells, zmin=-reach, zmax=reach, text=[[f"{value:+d}" if value else "" for value in row] for row in cells])
