@@ -350,6 +350,8 @@ def param_widget(param: Param, key: str, **options):
     if param.type == "choice":
         return st.radio(label, param.choices, index=param.choices.index(param.default), key=key, help=param.help,
                         horizontal=True, **options)
+    if param.type == "text":
+        return st.text_input(label, value=param.default, key=key, help=param.help, **options)
     if param.type == "bool":
         return st.toggle(label, value=param.default, key=key, help=param.help, **options)
     low, high = param.ui_range or (param.min, param.max)

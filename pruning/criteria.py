@@ -10,17 +10,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch import nn
 
 from pruning.activations import input_feature_norms
-from pruning.autodiff import eval_mode, functional_cross_entropy, gradient, hessian_vector_product
+from pruning.autodiff import eval_mode, gradient
 from pruning.channel_attribution import DEFAULT_STEPS
 from pruning.class_balanced import balanced_batch
 from pruning.criteria_attribution import ablation_scores, conductance_scores, gradxact_scores
 from pruning.errors import BadInputError
+from pruning.loss_gradients import loss_signals
 from pruning.models import functional_forward, model_device
 from pruning.params import Param
 
@@ -37,6 +37,8 @@ class Criterion:
     iterative: bool = False  # scored again after each of several pruning rounds (SynFlow)
     structured_only: bool = False  # scores whole neurons/filters: only structured granularity applies
     params: tuple[Param, ...] = ()  # extra declared settings, passed to ``score`` as keyword arguments
+    samples_per_class: int = 10  # default class-balanced scoring batch (data criteria)
+    group_terms: Callable[..., dict[str, torch.Tensor]] | None = None  # signed terms: a group scores |their sum|
 
 
 def magnitude_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
@@ -55,61 +57,10 @@ def random_scores(model: nn.Module, names: list[str], context) -> dict[str, torc
             for name in names}
 
 
-# --- data-driven criteria: g = dL/dw and H g on a class-balanced training batch ---
+# --- data-driven criteria: g = dL/dw and H g on a class-balanced training batch (pruning.loss_gradients) ---
 
-SCORING_CHUNK = 256  # samples per forward pass when the scoring batch is large (memory bound)
-
-
-@dataclass
-class LossSignals:
-    """Per prunable weight (keyed by name): the weights ``w`` as scored (masked if the context
-    holds a mask), ``g = dL/dw`` and, when asked for, ``H g``."""
-
-    weights: dict[str, torch.Tensor]
-    gradient: dict[str, torch.Tensor]
-    hessian_gradient: dict[str, torch.Tensor] | None = None
-
-
-def loss_signals(model: nn.Module, names: list[str], context, hessian: bool = False) -> LossSignals:
-    """``g = dL/dw``, L the mean cross-entropy over :func:`balanced_batch`, and optionally
-    ``H g`` (``H`` the Hessian of L in the prunable weights, by double backprop of
-    ``g . stop_grad(g)``, as GraSP and the gradient-flow paper compute it).
-
-    The model is run in eval mode (batch-norm statistics are used, not updated) through
-    ``torch.func.functional_call`` with detached copies of its weights, so its parameters,
-    ``.grad`` fields, buffers and train/eval mode are all left as they were. Large batches
-    are processed in chunks; ``g`` is the full-batch mean and ``H g`` uses that ``g``."""
-    if getattr(context, "data", None) is None or not hasattr(context.data, "x_train"):
-        raise BadInputError("this criterion scores weights on training data, and none was given")
-    x, y = balanced_batch(context.data, context.samples_per_class, context.seed)
-    tensors = {name: parameter.detach() for name, parameter in model.named_parameters()}
-    mask = getattr(context, "mask", None)
-    masked = mask is not None
-    weights = [
-        (tensors[name] * mask[name] if masked and name in mask else tensors[name].clone()).requires_grad_(True)
-        for name in names
-    ]
-    tensors.update(zip(names, weights))
-    chunks = list(zip(x.split(SCORING_CHUNK), y.split(SCORING_CHUNK)))
-
-    def chunk_loss(x_chunk, y_chunk):
-        return functional_cross_entropy(model, tensors, x_chunk, y_chunk, reduction="sum") / len(y)
-
-    with eval_mode(model):
-        grads = [torch.zeros_like(w) for w in weights]
-        for x_chunk, y_chunk in chunks:
-            grads = [total + part for total, part in zip(grads, gradient(chunk_loss(x_chunk, y_chunk), weights))]
-        hessian_gradient = None
-        if hessian:
-            hessian_gradient = [torch.zeros_like(w) for w in weights]
-            for x_chunk, y_chunk in chunks:
-                part = hessian_vector_product(partial(chunk_loss, x_chunk, y_chunk), weights, grads)
-                hessian_gradient = [total + p for total, p in zip(hessian_gradient, part)]
-    return LossSignals(
-        weights={name: w.detach() for name, w in zip(names, weights)},
-        gradient={name: g.detach() for name, g in zip(names, grads)},
-        hessian_gradient=None if hessian_gradient is None else dict(zip(names, hessian_gradient)),
-    )
+GRADIENT_FLOW_SAMPLES_PER_CLASS = 256  # 2,560 on 10 classes: the gradient-flow paper's imp_samples
+GRASP_TEMPERATURE = 200.0  # GraSP's logits / T (its code and the gradient-flow paper's grasp_T)
 
 
 def snip_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
@@ -140,7 +91,8 @@ def taylor_scores(model: nn.Module, names: list[str], context) -> dict[str, torc
     return {name: (signals.weights[name] * signals.gradient[name]).square() for name in names}
 
 
-def grasp_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
+def grasp_scores(model: nn.Module, names: list[str], context,
+                 temperature: float = GRASP_TEMPERATURE) -> dict[str, torch.Tensor]:
     """GraSP (Wang, Zhang & Grosse, Picking Winning Tickets Before Training by Preserving Gradient Flow,
     ICLR 2020), importance ``w * (H g)``: the **negated** GraSP score.
 
@@ -150,18 +102,22 @@ def grasp_scores(model: nn.Module, names: list[str], context) -> dict[str, torch
     raises (or least lowers) the gradient flow, the most negative S those whose removal would cut
     it most. Our selection keeps the *highest* scores and prunes the lowest, so this function
     returns ``-S = w * (H g)``: pruning its lowest values is removing GraSP's largest S. The
-    score is signed (no absolute value); filters/neurons sum it. GraSP's own code divides the
-    logits by a temperature (200) first; here ``g`` and ``H`` are those of the plain
-    cross-entropy, as the gradient-flow paper defines them (Lubana & Dick, ICLR 2021)."""
-    signals = loss_signals(model, names, context, hessian=True)
+    score is signed (no absolute value); filters/neurons sum it. As both references' code, ``g`` and
+    ``H`` are those of the cross-entropy of ``logits / temperature`` (T = 200 there: a softer softmax)."""
+    signals = loss_signals(model, names, context, hessian=True, temperature=temperature)
     return {name: signals.weights[name] * signals.hessian_gradient[name] for name in names}
+
+
+def grad_norm_terms(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
+    """The signed ``w * (H g)`` (plain cross-entropy, T = 1) whose size is gradient-norm preservation's
+    score: a filter/neuron scores ``|sum over it|``, as the gradient-flow paper's code (sum, then abs)."""
+    return grasp_scores(model, names, context, temperature=1.0)
 
 
 def grad_norm_scores(model: nn.Module, names: list[str], context) -> dict[str, torch.Tensor]:
     """Gradient-norm preservation ``|w * (H g)|`` (Lubana & Dick, ICLR 2021): the first-order change
     of ``||g||^2`` on removing ``w`` is ``-2 w (H g)``; keep the weights whose removal changes it most."""
-    signals = loss_signals(model, names, context, hessian=True)
-    return {name: (signals.weights[name] * signals.hessian_gradient[name]).abs() for name in names}
+    return {name: term.abs() for name, term in grad_norm_terms(model, names, context).items()}
 
 
 def _unclipped(model: nn.Module) -> nn.Module:
@@ -225,6 +181,10 @@ def wanda_scores(model: nn.Module, names: list[str], context, comparison: str = 
     return {name: parameters[name].detach().abs() * norms[name] for name in names}
 
 
+SCORING_NOTE = (
+    " Scored by default on 256 training samples of each class (2,560 on 10 classes, the gradient-flow paper's "
+    "imp_samples; all of a smaller class), in eval mode."
+)
 ATTRIBUTION_NOTE = (
     " The attributed activation is each Linear/Conv layer's output channel (bias included, before the "
     "activation function); every sample is attributed to its true class's logit, the channel's attribution is "
@@ -274,22 +234,25 @@ CRITERIA: dict[str, Criterion] = {
             "the loss most to first order, |w g|, with g the loss gradient on a class-balanced training batch. "
             "Favours weights that are both large and on a steep direction of the loss. Good at or near "
             "initialisation and on barely trained models; once a model has converged g is small and noisy "
-            "and it can do worse than magnitude. Filters/neurons sum their weights' scores.",
+            "and it can do worse than magnitude. Filters/neurons sum their weights' scores (as the gradient-flow "
+            "paper's code)." + SCORING_NOTE,
             r"s(w) = \left| w \odot \frac{\partial L}{\partial w} \right|",
             "Lee, Ajanthan & Torr, SNIP: Single-shot Network Pruning based on Connection Sensitivity, ICLR 2019; "
             "as loss preservation in Lubana & Dick, A Gradient Flow Framework for Analyzing Network Pruning, "
             "ICLR 2021.",
             snip_scores,
+            samples_per_class=GRADIENT_FLOW_SAMPLES_PER_CLASS,
         ),
         Criterion(
             "biased-loss",
             "Biased loss preservation: |w^2 g|, loss preservation weighted once more by |w|. Between magnitude "
             "and SNIP: it favours removing small weights (a small weight needs a very steep gradient to "
             "survive), which the gradient-flow paper found to track magnitude's fast early convergence while "
-            "still using the loss. Filters/neurons sum their weights' scores.",
+            "still using the loss. Filters/neurons sum their weights' scores (as the reference code)." + SCORING_NOTE,
             r"s(w) = \left| w^2 \odot \frac{\partial L}{\partial w} \right|",
             "Lubana & Dick, A Gradient Flow Framework for Analyzing Network Pruning, ICLR 2021.",
             biased_loss_scores,
+            samples_per_class=GRADIENT_FLOW_SAMPLES_PER_CLASS,
         ),
         Criterion(
             "grasp",
@@ -298,20 +261,31 @@ CRITERIA: dict[str, Criterion] = {
             "network; H g is a Hessian-gradient product by double backprop. Meant for pruning at initialisation "
             "so the sparse network still trains quickly. Because it is signed it may keep weights that increase "
             "the loss and it can hurt, especially on trained models (the gradient-flow paper's finding). "
-            "Filters/neurons sum the signed scores.",
+            "Filters/neurons sum the signed scores (as both references' code). g and H g are those of the "
+            "cross-entropy of the logits divided by a temperature T (default 200, as GraSP's and the gradient-flow "
+            "paper's code; T = 1 is the plain loss)." + SCORING_NOTE,
             r"S(w) = -\,w \odot (H g) \ \text{(largest removed)}, \qquad s(w) = -S(w) = w \odot (H g)",
             "Wang, Zhang & Grosse, Picking Winning Tickets Before Training by Preserving Gradient Flow, ICLR 2020.",
             grasp_scores,
+            samples_per_class=GRADIENT_FLOW_SAMPLES_PER_CLASS,
+            params=(Param("temperature", "float", GRASP_TEMPERATURE, "T: g and H g are taken of the cross-entropy "
+                          "of logits / T (GraSP's code and the gradient-flow paper's: 200; 1 = the plain loss).",
+                          min=1.0, max=1000.0, step=1.0, label="T (softmax temperature)"),),
         ),
         Criterion(
             "grad-norm",
             "Gradient-norm preservation: |w (H g)|, the size of the first-order change of the gradient norm "
             "||g||^2 if the weight were removed; keep the weights that change it most, in either direction. "
             "The unsigned counterpart of GraSP from the gradient-flow paper: it preserves the training dynamics "
-            "rather than the loss, and costs a Hessian-vector product. Filters/neurons sum their weights' scores.",
-            r"s(w) = \left| w \odot (H g) \right|, \qquad H g = \nabla_w \big( g^\top \operatorname{sg}(g) \big)",
+            "rather than the loss, and costs a Hessian-vector product. A filter/neuron scores the size of its "
+            "summed change, |sum of w (H g)| (sum, then absolute value, as the reference code), so opposite changes "
+            "within it cancel. Plain cross-entropy (T = 1, as the reference)." + SCORING_NOTE,
+            r"s(w) = \left| w \odot (H g) \right|, \quad s(F) = \Big| \sum_{w \in F} w\, (H g)_w \Big|, "
+            r"\quad H g = \nabla_w \big( g^\top \operatorname{sg}(g) \big)",
             "Lubana & Dick, A Gradient Flow Framework for Analyzing Network Pruning, ICLR 2021.",
             grad_norm_scores,
+            samples_per_class=GRADIENT_FLOW_SAMPLES_PER_CLASS,
+            group_terms=grad_norm_terms,
         ),
         Criterion(
             "taylor",
@@ -319,12 +293,14 @@ CRITERIA: dict[str, Criterion] = {
             "is removed, with g on a class-balanced training batch. Designed for pruning trained networks "
             "filter by filter; a filter/neuron scores the sum of its weights' (w g)^2 (Molchanov et al. also "
             "define the group score as the square of the summed w g; this lab sums the squares). Squaring "
-            "makes a few large contributions dominate; like SNIP it is only as good as the batch gradient.",
+            "makes a few large contributions dominate; like SNIP it is only as good as the batch gradient."
+            + SCORING_NOTE,
             r"s(w) = \left( w \odot \frac{\partial L}{\partial w} \right)^2, \qquad s(F) = \sum_{w \in F} (w\, g_w)^2",
             "Molchanov, Mallya, Tyree, Frosio & Kautz, Importance Estimation for Neural Network Pruning, CVPR 2019 "
             "(first introduced in Molchanov et al., Pruning Convolutional Neural Networks for Resource Efficient "
             "Inference, ICLR 2017).",
             taylor_scores,
+            samples_per_class=GRADIENT_FLOW_SAMPLES_PER_CLASS,
         ),
         Criterion(
             "synflow",

@@ -16,7 +16,7 @@ FALSE_WORDS = ("0", "false", "no", "off")
 @dataclass(frozen=True)
 class Param:
     name: str
-    type: str  # "float", "int", "bool" or "choice"
+    type: str  # "float", "int", "bool", "choice" or "text" (a subclass's ``parse`` checks a text's form)
     default: Any
     help: str
     min: float | None = None
@@ -41,6 +41,8 @@ class Param:
 
     def parse(self, raw: Any) -> Any:
         """Convert ``raw`` (a string from the CLI or a widget value) and check it is allowed."""
+        if self.type == "text":
+            return str(raw).strip()
         if self.type == "choice":
             value = str(raw)
             if value not in self.choices:

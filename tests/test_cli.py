@@ -102,7 +102,7 @@ def one_json_object(completed):
 
 def test_list_json_is_one_object_with_datasets_models_and_methods(runs):
     listing = one_json_object(runs["list"])
-    assert set(listing) == {"datasets", "models", "methods"}
+    assert set(listing) == {"datasets", "models", "methods", "devices"}
     assert [entry["name"] for entry in listing["models"]] == list(MODELS)
     dataset_names = [entry["name"] for entry in listing["datasets"]]
     assert "mnist-5k" in dataset_names and "digits" in dataset_names
@@ -115,7 +115,7 @@ def test_list_json_is_one_object_with_datasets_models_and_methods(runs):
         assert isinstance(method["params"], list)
         for param in method["params"]:
             assert {"name", "type", "default", "min", "max", "help"} <= set(param)
-            assert param["type"] in {"float", "int", "bool", "choice"}
+            assert param["type"] in {"float", "int", "bool", "choice", "text"}
             assert param["help"].strip()
     scope = {param["name"]: param for param in methods["magnitude"]["params"]}["scope"]
     assert scope["default"] == "global" and set(scope["choices"]) == {"global", "layerwise", "erk", "owl", "sensitivity"}

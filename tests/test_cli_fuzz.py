@@ -222,11 +222,12 @@ def test_landscape_and_sensitivity(data, files, seeded_cache):
 @FUZZ
 @given(data=st.data())
 def test_limit(data, files, seeded_cache):
-    cheap = ["--set", "lanczos_steps=4", "--set", "row_probes=1", "--set", "batch_size=64", "--set", "bins=10",
+    cheap = ["--set", "lanczos_steps=4", "--set", "row_probes=1", "--set", "hessian_samples=64", "--set", "bins=10",
              "--set", "grid_step=0.5"]
     entries = experiment_flags(files, weights=False) + [
-        set_pairs(["l1", "zero_tolerance", "sigma", "g_sigma", "seed"], NUMBERS),
-        set_pairs(["lanczos_steps", "probes", "row_probes", "batch_size", "bins"], ODD + ["0", "1", "2", "9", "10"]),
+        set_pairs(["l1", "zero_tolerance", "sigma", "g_sigma", "seed", "tolerance"], NUMBERS),
+        set_pairs(["lanczos_steps", "probes", "row_probes", "hessian_samples", "hessian_batch", "bins"],
+                  ODD + ["0", "1", "2", "9", "10"]),
         set_pairs(["grid_step"], ODD + ["0", "0.5", "0.6"]),  # a tiny valid step would only be slow
         flag("--weights", files["paths"]),
     ]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from pruning import criteria
+from pruning import criteria, loss_gradients
 from pruning.autodiff import gradient, hessian_vector_product, hvp_operator
 from pruning.class_balanced import balanced_batch
 from pruning.criteria import CRITERIA
@@ -140,12 +140,15 @@ def gate_derivative(function, model, names, step=1e-6):
     return derivative
 
 
+PLAIN_LOSS = {"grasp": {"temperature": 1.0}}  # GraSP's default T = 200; these oracles use the plain loss
+
+
 def test_data_criteria_equal_their_definitions_on_a_tiny_model(monkeypatch):
     """Each score against its paper's definition, by finite differences over connection gates
     ``c`` (weights ``c * w``, at ``c = 1``), not by the products of ``w``, ``g`` and ``H g`` the
     code computes: SNIP's connection sensitivity is ``|dL/dc|``, Taylor's squared first-order
-    loss change ``(dL/dc)^2``, biased loss preservation ``|w| |dL/dc|``; with ``G = ||dL/dw||^2``
-    (the gradient flow), ``dG/dc = 2 w (H g)``, so GraSP's importance ``-S = w H g`` is
+    loss change ``(dL/dc)^2``, biased loss preservation ``|w| |dL/dc|``; with ``G = ||dL/dθ||^2``
+    (the gradient flow over every parameter θ, biases included), ``dG/dc = 2 w (H g)``, so GraSP's importance ``-S = w H g`` is
     ``dG/dc / 2`` and gradient-norm preservation ``|dG/dc| / 2``."""
     model, data = tiny_problem()
     names = prunable_weight_names(model)
@@ -156,10 +159,11 @@ def test_data_criteria_equal_their_definitions_on_a_tiny_model(monkeypatch):
         with torch.no_grad():
             return float(nn.functional.cross_entropy(functional_call(model, weights, (x,)), y))
 
-    def gradient_flow(weights):
-        weights = {name: tensor.requires_grad_(True) for name, tensor in weights.items()}
-        value = nn.functional.cross_entropy(functional_call(model, weights, (x,)), y)
-        return float(sum((g**2).sum() for g in torch.autograd.grad(value, list(weights.values()))))
+    def gradient_flow(weights):  # ||g||^2 over every parameter, biases included (the reference's gradient flow)
+        everything = {name: parameter.detach().clone() for name, parameter in model.named_parameters()} | weights
+        everything = {name: tensor.requires_grad_(True) for name, tensor in everything.items()}
+        value = nn.functional.cross_entropy(functional_call(model, everything, (x,)), y)
+        return float(sum((g**2).sum() for g in torch.autograd.grad(value, list(everything.values()))))
 
     dloss = gate_derivative(gated(loss, model, names), model, names)
     dflow = gate_derivative(gated(gradient_flow, model, names), model, names)
@@ -173,15 +177,15 @@ def test_data_criteria_equal_their_definitions_on_a_tiny_model(monkeypatch):
     }
     context = PruneContext(data=data, seed=0, samples_per_class=10)
     for criterion, scores in expected.items():
-        ours = CRITERIA[criterion].score(model, names, context)
+        ours = CRITERIA[criterion].score(model, names, context, **PLAIN_LOSS.get(criterion, {}))
         for name in names:
             assert torch.allclose(ours[name], scores[name], atol=1e-8), (criterion, name)
         assert CRITERIA[criterion].needs_data and CRITERIA[criterion].aggregate == "sum"
     assert CRITERIA["magnitude"].aggregate == "l2"
     # large batches are scored in chunks: the same g and H g
-    monkeypatch.setattr(criteria, "SCORING_CHUNK", 3)
+    monkeypatch.setattr(loss_gradients, "SCORING_CHUNK", 3)
     for criterion in ("snip", "grasp"):
-        ours = CRITERIA[criterion].score(model, names, context)
+        ours = CRITERIA[criterion].score(model, names, context, **PLAIN_LOSS.get(criterion, {}))
         assert all(torch.allclose(ours[name], expected[criterion][name], atol=1e-8) for name in names)
     with pytest.raises(BadInputError, match="training data"):
         CRITERIA["snip"].score(model, names, PruneContext(data=None))
@@ -209,7 +213,7 @@ def test_grasp_sign_on_a_two_weight_toy_model():
     x, y = torch.ones(1, 1, 1, 1, dtype=torch.float64), torch.tensor([0])
     data = Dataset("toy", x, y, x, y, ("right", "wrong"))
     context = PruneContext(data=data)
-    importance = CRITERIA["grasp"].score(model, ["1.weight"], context)["1.weight"].flatten()
+    importance = CRITERIA["grasp"].score(model, ["1.weight"], context, temperature=1.0)["1.weight"].flatten()
     S = -importance
     assert torch.allclose(S, torch.tensor([3 / 32 * math.log(6), -3 / 32 * math.log(2)], dtype=torch.float64))
     assert torch.allclose(S, torch.tensor([0.1680, -0.0650], dtype=torch.float64), atol=1e-4)

@@ -73,7 +73,7 @@ from pruning.train import TrainConfig
 from tests.test_physical import make, masked_state, structured_mask
 
 TINY = Experiment(dataset="digits", model="mlp", train=TrainConfig(epochs=1))
-FAST_LIMIT = LimitSettings(lanczos_steps=8, row_probes=2, grid_step=0.1, bins=200, batch_size=200)
+FAST_LIMIT = LimitSettings(lanczos_steps=8, row_probes=2, grid_step=0.1, bins=200, hessian_samples=200)
 
 
 def on_meta(work, *args, **kwargs):

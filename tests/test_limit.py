@@ -84,7 +84,7 @@ def test_actual_limit_definition():
 
 def test_settings_are_checked():
     assert LimitSettings.from_pairs({"l1": "1e-4", "lanczos_steps": "20"}).lanczos_steps == 20
-    for pairs in ({"bogus": "1"}, {"l1": "-1"}, {"lanczos_steps": "0"}, {"batch_size": "many"}):
+    for pairs in ({"bogus": "1"}, {"l1": "-1"}, {"lanczos_steps": "0"}, {"hessian_samples": "many"}):
         with pytest.raises(BadInputError):
             LimitSettings.from_pairs(pairs)
 
@@ -128,8 +128,9 @@ def test_limit_page_computes_and_shows_the_limit(one_thread):
     at = start(model="mlp", epochs=1, dataset="digits")
     at.switch_page("views/limit.py").run()
     assert not at.exception and not at.error
-    at.slider(key="limit.lanczos_steps").set_value(10).run()
-    at.select_slider(key="limit.batch_size").set_value(250).run()
+    assert at.radio(key="limit.preset").value == "quick"
+    at.slider(key="limit.lanczos_steps.quick").set_value(10).run()
+    at.select_slider(key="limit.hessian_samples.quick").set_value(500).run()
     assert not at.metric  # nothing computed before the button
     at.button(key="limit.run").click().run()
     assert not at.exception and not at.error

@@ -27,20 +27,33 @@ st.latex(r"G(R) = \frac{\sum_\lambda \rho(\lambda)\, \frac{r_\lambda^2}{R^2 + r_
          r"\qquad r_\lambda^2 = \frac{2\varepsilon}{|\lambda|},\qquad \hat p:\ G(R(\hat p)) = \hat p")
 state = ui.dense_state(experiment)
 
-defaults = LimitSettings()
 controls, results = st.columns([1, 3], gap="large")
 with controls:
+    preset = st.radio("Recipe", ("quick", "paper"), horizontal=True, key="limit.preset",
+                      help="quick: L1 training with the experiment's recipe, the Hessian on 1,000 training samples, a "
+                      "0.01 grid (minutes). paper: the reference's L1 recipe (constant lr 0.01, batch 128, 200 epochs "
+                      "by default), the Hessian over the whole training split, a 0.001 grid (an hour or more on a CPU).")
+    defaults = LimitSettings(preset=preset)
     l1 = st.number_input("L1 strength λ", 0.0, 0.01, defaults.l1, step=1e-6, format="%g", key="limit.l1",
                          help="LOMP's L1 term on the prunable weights; larger drives more weights to zero.")
-    batch_size = st.select_slider("Hessian batch (training samples)", [100, 250, 500, 1000, 2000],
-                                  value=defaults.batch_size, key="limit.batch_size",
-                                  help="The fixed training batch whose loss Hessian is analysed.")
-    lanczos_steps = st.slider("Lanczos steps", 10, 200, defaults.lanczos_steps, 10, key="limit.lanczos_steps",
+    hessian_samples = st.select_slider(
+        "Hessian samples (training)", [500, 1000, 2000, 0], value=defaults.hessian_samples,
+        format_func=lambda n: "whole split" if n == 0 else f"{n:,}", key=f"limit.hessian_samples.{preset}",
+        help="Training samples whose loss Hessian is analysed (products streamed in chunks of 128).")
+    lanczos_steps = st.slider("Lanczos steps", 10, 200, defaults.lanczos_steps, 2, key=f"limit.lanczos_steps.{preset}",
                               help="Steps of stochastic Lanczos quadrature: more resolve the spectrum finer.")
     probes = st.slider("SLQ probes", 1, 5, defaults.probes, key="limit.probes",
                        help="Random start vectors of the spectral density estimate, averaged.")
+    grid_step = st.number_input("Grid step of the actual limit", 0.001, 0.1, defaults.grid_step, step=0.001, format="%g",
+                                key=f"limit.grid_step.{preset}",
+                                help="The pruned fractions measured: 0, step, 2 step, ... up to 0.99, on the whole test split.")
+    tolerance = st.number_input("Tolerance (accuracy points)", 0.0, 10.0, 100 * defaults.tolerance, step=0.1, format="%g",
+                                key="limit.tolerance",
+                                help="The actual limit is the largest fraction whose accuracy is within this of the unpruned "
+                                "model's (0: no loss at all).")
     try:
-        settings = LimitSettings(l1=l1, batch_size=batch_size, lanczos_steps=lanczos_steps, probes=probes)
+        settings = LimitSettings(preset=preset, l1=l1, hessian_samples=hessian_samples, lanczos_steps=lanczos_steps,
+                                 probes=probes, grid_step=grid_step, tolerance=tolerance / 100)
     except BadInputError as error:
         st.error(str(error))
         st.stop()

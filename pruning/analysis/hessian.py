@@ -51,6 +51,26 @@ class LossHessian:
         return torch.cat([part.reshape(-1) for part in self.product(self.split(flat))])
 
 
+def _detached_weights(model: nn.Module, parameters: dict[str, Tensor] | None, names: list[str] | None
+                      ) -> tuple[list[str], list[Tensor], dict[str, Tensor]]:
+    """The named weights as fresh leaves to differentiate in, and every other tensor the forward pass reads."""
+    names = list(names) if names is not None else prunable_weight_names(model)
+    tensors = dict(model.named_parameters())
+    tensors.update(model.named_buffers())
+    tensors.update(parameters or {})
+    missing = [name for name in names if name not in tensors]
+    if missing:
+        raise KeyError(f"no parameter named {missing[0]!r} in the model")
+    weights = [tensors[name].detach().clone().requires_grad_(True) for name in names]
+    others = {name: tensor.detach() for name, tensor in tensors.items() if name not in names}
+    return names, weights, others
+
+
+def _operator(names: list[str], weights: list[Tensor], product, fallback: torch.device) -> LossHessian:
+    return LossHessian(names, [w.shape for w in weights], product, weights[0].dtype if weights else torch.float32,
+                       weights[0].device if weights else fallback)
+
+
 def loss_hessian(
     model: nn.Module,
     x: Tensor,
@@ -63,24 +83,49 @@ def loss_hessian(
 
     The loss runs through ``torch.func.functional_call`` on detached copies of the weights, in eval
     mode (dropout off, batch norm on running statistics: a fixed function whose Hessian is
-    meaningful), and the model's mode is restored: the model itself is never modified."""
-    names = list(names) if names is not None else prunable_weight_names(model)
-    tensors = dict(model.named_parameters())
-    tensors.update(model.named_buffers())
-    tensors.update(parameters or {})
-    missing = [name for name in names if name not in tensors]
-    if missing:
-        raise KeyError(f"no parameter named {missing[0]!r} in the model")
-    weights = [tensors[name].detach().clone().requires_grad_(True) for name in names]
-    others = {name: tensor.detach() for name, tensor in tensors.items() if name not in names}
+    meaningful), and the model's mode is restored: the model itself is never modified. The whole
+    batch's graph is kept between products: for many samples use ``streamed_loss_hessian``."""
+    names, weights, others = _detached_weights(model, parameters, names)
 
     def loss() -> Tensor:
         return functional_cross_entropy(model, {**others, **dict(zip(names, weights))}, x, y)
 
     with eval_mode(model):
         product = hvp_operator(loss, weights)  # the forward pass happens here, once
-    return LossHessian(names, [w.shape for w in weights], product, weights[0].dtype if weights else torch.float32,
-                       weights[0].device if weights else x.device)
+    return _operator(names, weights, product, x.device)
+
+
+def streamed_loss_hessian(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    chunk_size: int = 128,
+    parameters: dict[str, Tensor] | None = None,
+    names: list[str] | None = None,
+) -> LossHessian:
+    """The Hessian of the mean cross-entropy over all of (x, y), as ``loss_hessian``, but each
+    product walks the samples in chunks of ``chunk_size`` (forward and double backward per chunk):
+    memory holds one chunk's graph, whatever the number of samples, at one pass over them per
+    product. The mean loss is sum_c (n_c / n) * (mean loss of chunk c), so H v is the chunks'
+    products weighted by their sizes: the same as the one-batch product up to float rounding
+    (a last partial chunk weighs what it holds)."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    names, weights, others = _detached_weights(model, parameters, names)
+    total = len(y)
+
+    def product(vector: Sequence[Tensor]) -> list[Tensor]:
+        result = [torch.zeros_like(weight) for weight in weights]
+        with eval_mode(model):
+            for inputs, labels in zip(x.split(chunk_size), y.split(chunk_size)):
+                def loss(inputs=inputs, labels=labels) -> Tensor:
+                    return functional_cross_entropy(model, {**others, **dict(zip(names, weights))}, inputs, labels)
+
+                for accumulated, part in zip(result, hvp_operator(loss, weights)(vector)):
+                    accumulated.add_(part, alpha=len(labels) / total)
+        return result
+
+    return _operator(names, weights, product, x.device)
 
 
 # --- Spectral tools on any symmetric operator ---------------------------------------------------

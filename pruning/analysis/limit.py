@@ -5,8 +5,8 @@ the L1-trained weights w*, and measured by one-shot magnitude pruning (LOMP, no 
 Prediction. Pruning a fraction p of the smallest weights moves w* by R(p) = ||w* - w^p||_2. Along
 an eigendirection of the Hessian with eigenvalue lambda the loss stays within eps of its minimum
 up to a distance r with lambda r^2 / 2 = eps, i.e. r^2 = 2 eps / |lambda|; eps is the training loss's
-own noise (std of the per-batch loss). The fraction of directions a step of length R can be
-absorbed by is
+own noise (std of the loss over the training split's batches of 128, as the reference computes it).
+The fraction of directions a step of length R can be absorbed by is
 
     G(R) = sum_lambda rho(lambda) r^2 / (R^2 + r^2) / sum_lambda rho(lambda),
 
@@ -21,13 +21,21 @@ sigma -> 0 of the smoothed formula. The smoothed density is for display. Smoothi
 mnist-5k), where a trained network's Hessian holds most of its mass: a kernel wider than that moves
 mass away from zero and lowers the prediction substantially (bench/RESULTS.md gives the numbers).
 
-Spectrum. rho is estimated by stochastic Lanczos quadrature; a ~100-step
+Spectrum. rho is that of the Hessian of the mean loss over the whole training split (by default; a
+seeded draw of N samples is a setting), as the reference takes it: a Hessian of few samples has a
+Gauss-Newton part of rank <= samples x classes and so an artificial null space. Its products are
+streamed in chunks of 128 (``streamed_loss_hessian``: memory stays bounded, the product is the
+full-batch one). rho is estimated by stochastic Lanczos quadrature; a ~100-step
 Lanczos run cannot resolve the (often large) multiplicity of exactly zero eigenvalues, so that mass
 is measured directly: weights whose Hessian row ||H e_i|| is (numerically) zero, e.g. those into or
 out of units dead on the whole batch, span an exact null space (H is symmetric, so their columns
 vanish too and H is block-diagonal). Their fraction is the zero mass; SLQ then runs on the other
 coordinates only, and rho = zero mass * delta(0) + (1 - zero mass) * rho_live. Row norms come from
 E[(H v)_i^2] = ||H e_i||^2 for Rademacher v (a few products H v, no extra passes per weight).
+
+Actual limit: the largest pruned fraction on the grid (``grid_step``) whose accuracy on the whole test
+split is at least the unpruned L1-trained model's minus ``tolerance``. The "paper" preset trains
+w* with the reference's L1 recipe (``pruning.methods.lomp.l1_recipe``) and sweeps 1,000 fractions.
 """
 
 from __future__ import annotations
@@ -38,48 +46,83 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import nn
 
-from pruning.analysis.hessian import loss_hessian, row_norms, spectral_quadrature
+from pruning.analysis.hessian import row_norms, spectral_quadrature, streamed_loss_hessian
 from pruning.cache import load_json_entry, save_json_entry
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, variant_path
-from pruning.methods.lomp import l1_trained
+from pruning.methods.lomp import l1_recipe, l1_trained
 from pruning.models import prunable_weight_names
 from pruning.selection import mask_from_scores
 from pruning.train import Progress, evaluate
 
-RESULT_FORMAT = 2
+RESULT_FORMAT = 3
+
+
+# What the "paper" preset sets where a setting is left unset (None): the reference's sparsity grid
+# (1,000 pruned fractions) and Lanczos run (128 steps, one start vector).
+PRESET_DEFAULTS = {"quick": {"grid_step": 0.01, "lanczos_steps": 100, "hessian_samples": 1000},
+                   "paper": {"grid_step": 0.001, "lanczos_steps": 128, "hessian_samples": 0}}
+INTEGER_SETTINGS = ("l1_epochs", "hessian_samples", "hessian_batch", "lanczos_steps", "probes", "row_probes", "bins", "seed")
 
 
 @dataclass(frozen=True)
 class LimitSettings:
+    """quick: the experiment's L1 training, a 0.01 grid, 100 Lanczos steps, the Hessian on 1,000
+    training samples (minutes on a CPU). paper: the reference's L1 recipe (``l1_recipe``), a 0.001
+    grid, 128 Lanczos steps, the Hessian over the whole training split. Both: the Hessian streamed at
+    batch 128 and eps over the whole training split at batch 128. Still unlike the reference: the Hessian is in the prunable weights
+    (the reference's in every weight and bias), eps from consecutive full batches (the reference's
+    from shuffled ones, the last partial included), the actual limit keeps accuracy >= the unpruned
+    one's (the reference's >)."""
+
+    preset: str = "quick"  # L1 training recipe (pruning.methods.lomp.l1_recipe); unset settings below take its values
     l1: float = 5e-5  # lambda of LOMP's L1 term (the same default as the lomp method)
-    batch_size: int = 1000  # training samples of the fixed batch the Hessian is taken on
-    lanczos_steps: int = 100
+    l1_epochs: int = 200  # epochs of the paper recipe's L1 training (quick: the experiment's)
+    hessian_samples: int | None = None  # training samples of the Hessian (a seeded draw); 0 = the whole split; None: the preset's
+    hessian_batch: int = 128  # chunk of the streamed Hessian products, and the batch whose loss std is eps
+    lanczos_steps: int | None = None  # None: the preset's (quick 100, paper 128)
     probes: int = 1  # SLQ start vectors
     row_probes: int = 8  # Rademacher probes for the Hessian row norms (zero mass)
     zero_tolerance: float = 1e-6  # a row counts as zero when ||H e_i|| <= this * the largest row norm
     sigma: float = 1e-3  # Gaussian smoothing of the displayed rho, as a fraction of the spectrum's width
     g_sigma: float = 0.0  # smoothing of rho inside G (same unit); 0: G from the quadrature nodes directly
     bins: int = 4000  # grid points of the density
-    grid_step: float = 0.01  # pruned fractions of the accuracy sweep: 0, step, ..., <= 0.99
+    grid_step: float | None = None  # pruned fractions of the accuracy sweep: 0, step, ..., <= 0.99; None: the preset's
+    tolerance: float = 0.0  # accuracy (a fraction) the actual limit may lose against the unpruned model
     seed: int = 0
 
     def __post_init__(self):
+        if self.preset not in PRESET_DEFAULTS:
+            raise BadInputError(f"unknown limit preset {self.preset!r}; choose one of: {', '.join(PRESET_DEFAULTS)}")
+        for name, value in PRESET_DEFAULTS[self.preset].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         for item in fields(self):
-            kind = int if item.type in ("int", int) else float
+            if item.name == "preset":
+                continue
             try:
-                value = kind(getattr(self, item.name))
+                value = float(getattr(self, item.name))
             except (TypeError, ValueError):
                 raise BadInputError(f"limit setting {item.name} must be a number, got {getattr(self, item.name)!r}") from None
             if not math.isfinite(value):
                 raise BadInputError(f"limit setting {item.name} must be finite")
+            if item.name in INTEGER_SETTINGS:
+                if value != int(value):
+                    raise BadInputError(f"limit setting {item.name} must be a whole number, got {getattr(self, item.name)!r}")
+                value = int(value)
             object.__setattr__(self, item.name, value)
+        if self.preset == "quick":  # the quick recipe trains the experiment's epochs: one name (and key) per choice
+            object.__setattr__(self, "l1_epochs", LimitSettings.l1_epochs)
         if self.l1 < 0:
             raise BadInputError("l1 must be >= 0")
-        if min(self.batch_size, self.lanczos_steps, self.probes, self.row_probes) < 1 or self.bins < 10:
-            raise BadInputError("batch_size, lanczos_steps, probes and row_probes must be >= 1, bins >= 10")
+        if min(self.l1_epochs, self.hessian_batch, self.lanczos_steps, self.probes, self.row_probes) < 1 or self.bins < 10:
+            raise BadInputError("l1_epochs, hessian_batch, lanczos_steps, probes and row_probes must be >= 1, bins >= 10")
+        if self.hessian_samples < 0:
+            raise BadInputError("hessian_samples must be >= 0 (0: the whole training split)")
         if not 0 < self.grid_step <= 0.5:
             raise BadInputError("grid_step must be in (0, 0.5]")
+        if not 0 <= self.tolerance < 1:
+            raise BadInputError("tolerance must be in [0, 1) (a fraction of accuracy)")
         if not 0 <= self.zero_tolerance < 1 or not 0 < self.sigma <= 1 or not 0 <= self.g_sigma <= 1:
             raise BadInputError("zero_tolerance must be in [0, 1), sigma in (0, 1] and g_sigma in [0, 1]")
 
@@ -165,9 +208,9 @@ def predicted_limit(squares: torch.Tensor, spectrum: Spectrum) -> float:
     return best / count
 
 
-def actual_limit(fractions: list[float], accuracies: list[float], dense_accuracy: float) -> float:
-    """The largest pruned fraction whose accuracy is still at least the unpruned model's."""
-    kept = [p for p, accuracy in zip(fractions, accuracies) if accuracy >= dense_accuracy - 1e-12]
+def actual_limit(fractions: list[float], accuracies: list[float], dense_accuracy: float, tolerance: float = 0.0) -> float:
+    """The largest pruned fraction whose accuracy is still at least the unpruned model's minus ``tolerance``."""
+    kept = [p for p, accuracy in zip(fractions, accuracies) if accuracy >= dense_accuracy - tolerance - 1e-12]
     return max(kept) if kept else 0.0
 
 
@@ -205,20 +248,28 @@ def hessian_spectrum(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: LimitSettings, eps: float,
     names: list[str] | None = None, progress: Progress | None = None,
 ) -> tuple[Spectrum, Spectrum, dict]:
-    """rho at the model's weights on (x, y): zero mass from row norms, SLQ on the live rest.
+    """rho at the model's weights on (x, y): zero mass from row norms, SLQ on the live rest, every
+    product streamed over (x, y) in chunks of ``settings.hessian_batch``.
     Returns the spectrum G is computed from, the smoothed one for display, and details."""
-    hessian = loss_hessian(model, x, y, names=names or prunable_weight_names(model))
+    hessian = streamed_loss_hessian(model, x, y, settings.hessian_batch, names=names or prunable_weight_names(model))
     size = hessian.size
-    if progress:
-        progress(0.0, "Hessian row norms")
-    norms = row_norms(hessian, size, settings.row_probes, settings.seed, hessian.dtype)
+    products = [0, settings.row_probes + settings.lanczos_steps * settings.probes]  # done, planned
+
+    def counted(vector: torch.Tensor) -> torch.Tensor:
+        products[0] += 1
+        if progress:
+            progress(min(1.0, products[0] / products[1]), f"Hessian product {products[0]}/{products[1]} "
+                                                          f"({len(y)} samples)")
+        return hessian(vector)
+
+    norms = row_norms(counted, size, settings.row_probes, settings.seed, hessian.dtype, device=hessian.device)
     largest = float(norms.max()) if size else 0.0
     live = norms > settings.zero_tolerance * largest
     zero_mass = 1.0 - float(live.double().mean())
     steps = min(settings.lanczos_steps, max(1, int(live.sum())))
-    if progress:
-        progress(0.3, f"Lanczos ({steps} steps x {settings.probes} probes)")
-    quadrature = spectral_quadrature(hessian, size, steps, settings.probes, settings.seed, hessian.dtype, support=live)
+    products[1] = settings.row_probes + steps * settings.probes
+    quadrature = spectral_quadrature(counted, size, steps, settings.probes, settings.seed, hessian.dtype, support=live,
+                                     device=hessian.device)
     nodes, weights = quadrature.flat()
     grid, density, sigma = smoothed(nodes, weights, settings.sigma, settings.bins)
     if settings.g_sigma > 0:
@@ -227,6 +278,7 @@ def hessian_spectrum(
         for_g = Spectrum(nodes, weights, zero_mass, eps)
     details = {"weights": size, "top_eigenvalue": float(nodes.max()), "bottom_eigenvalue": float(nodes.min()),
                "trace_estimate": quadrature.moment(1) * int(live.sum()), "sigma": sigma, "lanczos_steps": steps,
+               "hessian_samples": len(y), "hessian_products": products[0],
                "quadrature_nodes": nodes.tolist(), "quadrature_weights": weights.tolist()}
     return for_g, Spectrum(grid, density, zero_mass, eps), details
 
@@ -270,7 +322,8 @@ def fundamental_limit(
     experiment: Experiment, settings: LimitSettings | None = None, progress: Progress | None = None,
     use_cache: bool = True,
 ) -> LimitResult:
-    """Predicted vs actual pruning limit of ``experiment``'s model trained with LOMP's L1 term.
+    """Predicted vs actual pruning limit of ``experiment``'s model trained with LOMP's L1 term by
+    the preset's recipe.
 
     The L1-trained model is cached by the lomp method, the result here as JSON per settings."""
 
@@ -289,7 +342,8 @@ def fundamental_limit(
         return lambda fraction, message: progress(start + (end - start) * fraction, f"{label}: {message}")
 
     data = experiment.load_data()
-    trained = l1_trained(experiment, settings.l1, progress=report(0.0, 0.5, "L1 training"))
+    recipe = l1_recipe(experiment, settings.preset, settings.l1_epochs)
+    trained = l1_trained(experiment, settings.l1, progress=report(0.0, 0.4, "L1 training"), recipe=recipe)
     model = trained.model
     model.eval()
     names = prunable_weight_names(model)
@@ -305,13 +359,16 @@ def fundamental_limit(
         accuracies.append(evaluate(model, data.x_test, data.y_test, data.num_classes,
                                    parameters=mask.masked_parameters(model)).accuracy)
         if progress:
-            progress(0.5 + 0.15 * (i + 1) / len(fractions), f"accuracy sweep: p = {fraction:.2f}")
-    # Prediction: eps, the spectrum on a fixed training batch, R(p), G(R(p)).
-    eps = loss_noise(model, data.x_train, data.y_train, experiment.train.batch_size)
-    batch = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(settings.seed), device="cpu")
-    batch = batch[: settings.batch_size].to(data.device)
-    spectrum, display, details = hessian_spectrum(model, data.x_train[batch], data.y_train[batch], settings, eps, names,
-                                         progress=report(0.65, 0.98, "Hessian spectrum"))
+            progress(0.4 + 0.1 * (i + 1) / len(fractions), f"accuracy sweep: p = {fraction:.3f}")
+    # Prediction: eps over the training split, the spectrum over it (or a seeded draw), R(p), G(R(p)).
+    eps = loss_noise(model, data.x_train, data.y_train, settings.hessian_batch)
+    x, y = data.x_train, data.y_train
+    if 0 < settings.hessian_samples < len(y):
+        draw = torch.randperm(len(y), generator=torch.Generator().manual_seed(settings.seed), device="cpu")
+        draw = draw[: settings.hessian_samples].to(data.device)
+        x, y = x[draw], y[draw]
+    spectrum, display, details = hessian_spectrum(model, x, y, settings, eps, names,
+                                                  progress=report(0.5, 0.98, "Hessian spectrum"))
     squares = pruned_distance_squares(torch.cat([weights[name].detach().reshape(-1) for name in names]))
     radius = radius_at(fractions, squares)
     removable = removable_fraction(radius, spectrum)
@@ -320,11 +377,12 @@ def fundamental_limit(
     area = float((display.density[1:] + display.density[:-1]).mul(step).sum() / 2) or 1.0
     result = LimitResult(
         experiment=experiment.to_dict(), settings=settings.to_dict(), predicted=predicted,
-        actual=actual_limit(fractions, accuracies, dense), dense_accuracy=dense, fractions=fractions,
+        actual=actual_limit(fractions, accuracies, dense, settings.tolerance), dense_accuracy=dense, fractions=fractions,
         radius=radius.tolist(), removable=removable.tolist(), accuracy=accuracies,
         density_grid=display.grid.tolist(), density=(display.density * (1 - display.zero_mass) / area).tolist(),
         eps=eps, zero_mass=spectrum.zero_mass,
-        details={**details, "total_norm": float(squares[-1].sqrt()), "l1_history": trained.history},
+        details={**details, "total_norm": float(squares[-1].sqrt()), "test_samples": len(data.y_test),
+                 "l1_recipe": asdict(recipe), "l1_history": trained.history},
     )
     if use_cache:
         save_json_entry(result.to_json(), path)

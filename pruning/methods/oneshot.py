@@ -21,7 +21,7 @@ from pruning.methods.base import Details, Method, PruneContext, PruneOutcome
 from pruning.models import prunable_weight_names
 from pruning.params import Param
 from pruning.row_patterns import NM_PATTERNS, nm_applies, parse_nm
-from pruning.selection import GRANULARITIES, SCOPES, layer_group_counts, mask_from_scores
+from pruning.selection import GRANULARITIES, SCOPES, expand_groups, group_scores, layer_group_counts, mask_from_scores
 
 SELECTION_PARAMS = (
     Param(
@@ -67,8 +67,9 @@ SELECTION_PARAMS = (
           "Never for structured: a layer without neurons/filters cuts the network.", label="Allow empty layers"),
 )
 DATA_PARAMS = (
-    Param("samples_per_class", "int", 10, "Class-balanced scoring batch: this many training samples of each class.", min=1, max=500,
-          label="Samples per class (scoring batch)"),
+    Param("samples_per_class", "int", 10, "Class-balanced scoring batch: this many training samples of each class "
+          "(all of a smaller class). The gradient-flow criteria default to 256, 2,560 samples on 10 classes (the "
+          "reference's imp_samples); the quick batch is 10.", min=1, max=500, label="Samples per class (scoring batch)"),
 )
 ITERATIVE_PARAMS = (Param("rounds", "int", 100, "Scoring rounds; sparsity grows exponentially over them.", min=1, max=1000,
                           label="Scoring rounds"),)
@@ -93,6 +94,15 @@ class AllocationDetails(Details):
     left_dense: tuple[str, ...] = ()  # N:M: layers whose rows do not divide into groups of M
 
 
+def abs_group_sum(terms: torch.Tensor, granularity: str, block_size: int) -> torch.Tensor:
+    """Weight scores whose per-group sum, as the selection adds them up, is ``|sum of the group's signed
+    terms|``: each weight gets its group's ``|sum|`` divided by the group's size (a criterion with
+    ``group_terms``, gradient-norm preservation, scores a filter by the size of its summed change)."""
+    sums = group_scores(terms, granularity, block_size, "sum").abs()
+    sizes = group_scores(torch.ones_like(terms, dtype=sums.dtype), granularity, block_size, "sum")
+    return expand_groups(sums / sizes, terms.shape, granularity, block_size)
+
+
 class CriterionMethod(Method):
     """Score every prunable weight with a criterion and keep the highest-scoring groups."""
 
@@ -100,8 +110,9 @@ class CriterionMethod(Method):
         self.criterion = criterion
         self.name, self.description = criterion.name, criterion.description
         self.formula, self.reference = criterion.formula, criterion.reference
+        data_params = tuple(replace(param, default=criterion.samples_per_class) for param in DATA_PARAMS)
         self.params = (STRUCTURED_PARAMS if criterion.structured_only else SELECTION_PARAMS) + (
-            DATA_PARAMS if criterion.needs_data else ()) + (ITERATIVE_PARAMS if criterion.iterative else ()) + criterion.params
+            data_params if criterion.needs_data else ()) + (ITERATIVE_PARAMS if criterion.iterative else ()) + criterion.params
 
     def settings(self, overrides=None):
         granularity = (overrides or {}).get("granularity", "structured")
@@ -123,7 +134,11 @@ class CriterionMethod(Method):
         names = prunable_weight_names(model, include_output=settings.get("prune_output_layer", False) and not structured)
         context.samples_per_class = settings.get("samples_per_class", context.samples_per_class)
         extra = {param.name: settings[param.name] for param in self.criterion.params}
-        return self.criterion.score(model, names, context, **extra)
+        granularity = settings["granularity"]
+        if self.criterion.group_terms is None or granularity not in ("structured", "block"):
+            return self.criterion.score(model, names, context, **extra)
+        terms = self.criterion.group_terms(model, names, context, **extra)
+        return {name: abs_group_sum(term, granularity, settings.get("block_size", 1)) for name, term in terms.items()}
 
     def layer_profile(self, model: nn.Module, scores: dict[str, torch.Tensor], settings: dict,
                       context: PruneContext) -> LayerProfile | None:

@@ -32,6 +32,15 @@ of a layer's blocks, pruned ones included, so the mean of A stays 1 whatever the
 default learning rate, 0.03, re-warms the trained model enough for the blocks that remain to
 take over the pruned ones' work (0.01 left mlp and lenet5 1-3 points lower at 90%). The weights
 returned are the effective ones, so the plain model evaluated on them gives the method's accuracy.
+
+The ACDC control (``selection=acdc``) runs the same blocks, phases, exponential schedule, optimizer
+resets and fine-tune with the attention fixed at A = 1 (no logits) and each removal taking the
+kept blocks of lowest L2 norm instead of lowest attention: what is left of SequentialAttention++
+without its differentiable scores. From a dense mask its first selection is layerwise
+block-magnitude pruning (``magnitude``, granularity block, scope layerwise, the same block size).
+Our reading of ACDC (Peste et al., 2021) for the control: its sparse support comes from the same
+gradual sparsification phase, not from one magnitude cut at the start of each sparse phase, so
+that the two arms differ only in how the blocks are scored.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from pruning.selection import expand_groups, group_scores
 from pruning.train import TrainingHooks, cosine_decay, progress_stage
 
 MOMENTUM = 0.9
+SELECTIONS = ("attention", "acdc")
 DENSE, SPARSIFICATION, SPARSE, FINE_TUNE = "dense", "sparsification", "sparse", "fine-tune"
 
 
@@ -106,7 +116,10 @@ class SeqAttn(TrainingMethod):
         "phase starts and regrow from zero in the next dense phase; 'clip attention' clamps the logits to "
         "[-clip, clip]; the same block sparsity in every layer, layers with fewer than min_blocks blocks left "
         "dense; the attention is folded into the weights for the fine-tune, and the returned weights are the "
-        "effective ones."
+        "effective ones. Two cycles by default, so dense and sparse phases alternate. selection=acdc is the ACDC "
+        "control with the same blocks and phases: attention fixed at 1, blocks removed by lowest L2 norm (its "
+        "first selection is layerwise block-magnitude pruning); our reading gives it the same gradual "
+        "sparsification phase rather than ACDC's one magnitude cut per sparse phase."
     )
     formula = (
         r"W_{\mathrm{eff}} = W \odot A \odot M,\quad A_b = n_b\,\mathrm{softmax}(\mathrm{clip}(L))_b;\quad "
@@ -120,8 +133,11 @@ class SeqAttn(TrainingMethod):
     params = (
         Param("block_size", "int", 4, "Side B of the BxB blocks of the 2-D kernel (border blocks may be smaller).", min=1, max=64,
               label="Block size"),
-        Param("cycles", "int", 1, "ACDC cycles of [dense, sparsification, sparse] phases.", min=1, max=10,
-              label="ACDC cycles"),
+        Param("selection", "choice", "attention", "attention: SequentialAttention++, the blocks of lowest learned "
+              "attention go; acdc: the ACDC control, attention fixed at 1 and the blocks of lowest L2 norm go (same "
+              "blocks, phases and schedule).", choices=SELECTIONS, label="Block selection"),
+        Param("cycles", "int", 2, "ACDC cycles of [dense, sparsification, sparse] phases (2 or more: dense and "
+              "sparse phases alternate).", min=1, max=10, label="ACDC cycles"),
         Param("phase_epochs", "int", 1, "Epochs of each dense, sparsification and sparse phase.", min=1, max=50,
               label="Epochs per phase"),
         Param("finetune_epochs", "int", 1, "Epochs of the final fine-tune with the mask fixed.", min=1, max=50,
@@ -131,7 +147,7 @@ class SeqAttn(TrainingMethod):
         Param("weight_decay", "float", 5e-4, "L2 weight decay on the weights and the attention logits.", min=0.0, max=0.01, step=1e-5,
               label="Weight decay"),
         Param("clip", "float", 3.0, "Logits are clamped to [-clip, clip] before the softmax (0: no clipping).", min=0.0, max=20.0, step=0.5,
-              label="Attention logit clip"),
+              label="Attention logit clip", only_if=("selection", "attention")),
         Param("min_blocks", "int", 16, "Layers with fewer blocks than this are left dense.", min=1, max=10000,
               label="Fewest blocks to prune a layer"),
         Param("start_from", "choice", "trained", "The trained dense model, or the initialisation.", choices=("trained", "init"),
@@ -160,8 +176,10 @@ class _Run:
         self.blocks = {name: block_count(self.parameters[name].shape, self.block_size) for name in self.names}
         self.skipped = [name for name in self.names if self.blocks[name] < settings["min_blocks"]]
         self.pruned = [name for name in self.names if name not in self.skipped]
+        self.acdc = settings["selection"] == "acdc"  # the control: A = 1, no logits, blocks scored by their norm
         device = {name: self.parameters[name].device for name in self.pruned}
-        self.logits = {name: torch.zeros(self.blocks[name], device=device[name], requires_grad=True) for name in self.pruned}
+        self.logits = {} if self.acdc else {
+            name: torch.zeros(self.blocks[name], device=device[name], requires_grad=True) for name in self.pruned}
         self.keep = {name: torch.ones(self.blocks[name], dtype=torch.bool, device=device[name]) for name in self.pruned}
         self.mask = Mask.ones_like(model, self.names)
         self.attention_folded = False
@@ -175,8 +193,9 @@ class _Run:
         return expand_groups(values, self.parameters[name].shape, "block", self.block_size)  # works for values too
 
     def effective(self) -> dict[str, torch.Tensor]:
-        """W * A * Mask for the pruned layers; the other parameters as they are."""
-        if self.attention_folded:
+        """W * A * Mask for the pruned layers (W * Mask when A is 1: folded, or the ACDC control); the
+        other parameters as they are."""
+        if self.attention_folded or self.acdc:
             return {name: self.parameters[name] * self.mask[name] for name in self.pruned}
         return {name: self.parameters[name] * self.attention(name) * self.mask[name] for name in self.pruned}
 
@@ -187,8 +206,15 @@ class _Run:
 
     # -- block selection ---------------------------------------------------------------------
 
+    def block_scores(self, name: str) -> torch.Tensor:
+        """Per block, what keeps it: its attention, or, in the ACDC control, its weights' L2 norm
+        (the aggregate block-magnitude pruning ranks blocks by)."""
+        if self.acdc:
+            return group_scores(self.parameters[name], "block", self.block_size, "l2")
+        return block_attention(self.logits[name], self.settings["clip"])
+
     def sparsify_to(self, fraction: float) -> None:
-        """Prune, per layer, the lowest-attention kept blocks until ``fraction`` of the blocks are
+        """Prune, per layer, the lowest-scoring kept blocks until ``fraction`` of the blocks are
         pruned (rounded; every layer keeps at least one block). Pruned blocks stay pruned."""
         with torch.no_grad():
             for name in self.pruned:
@@ -197,7 +223,7 @@ class _Run:
                 more = target - (keep.numel() - int(keep.sum()))
                 if more <= 0:
                     continue
-                scores = block_attention(self.logits[name], self.settings["clip"]).masked_fill(~keep, math.inf)
+                scores = self.block_scores(name).masked_fill(~keep, math.inf)
                 keep[torch.argsort(scores, stable=True)[:more]] = False
                 self.mask[name] = expand_groups(keep, self.parameters[name].shape, "block", self.block_size)
 
