@@ -70,6 +70,7 @@ from pruning.plots.recall import confusion_change_figure, display_pixels, flippe
 from pruning.selection import mask_from_scores
 from pruning.tensor_files import load_tensor_file, read_tensors, save_safetensors
 from pruning.train import TrainConfig
+from tests.test_landscape import TinyNet
 from tests.test_physical import make, masked_state, structured_mask
 
 TINY = Experiment(dataset="digits", model="mlp", train=TrainConfig(epochs=1))
@@ -118,21 +119,6 @@ def same_on_meta(work, *args, **kwargs):
     expected = work(*args, **kwargs)
     assert_same(expected, on_meta(work, *args, **kwargs))
     return expected
-
-
-class TinyNet(nn.Module):
-    """Conv + batch norm + two Linear layers: filters of both kinds, biases and a norm layer."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3)
-        self.bn = nn.BatchNorm2d(4)
-        self.fc1 = nn.Linear(4 * 4 * 4, 8)
-        self.fc2 = nn.Linear(8, 3)
-
-    def forward(self, x):
-        x = torch.relu(self.bn(self.conv(x)))
-        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
 
 
 @pytest.fixture(scope="module")

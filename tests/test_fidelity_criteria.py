@@ -17,20 +17,12 @@ from pruning.methods.base import PruneContext
 from pruning.methods.undecayed import undecayed_scores
 from pruning.registry import get_method
 from pruning.selection import group_scores
+from tests.test_criteria import TinyMLP
 
 GRADIENT_FLOW = ("snip", "biased-loss", "grasp", "grad-norm", "taylor")
 
 
-class TanhMLP(nn.Module):
-    """3-4-2 with tanh and biases, on (N, 1, 1, 3) inputs: smooth, so every Hessian entry is alive."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(3, 4)
-        self.fc2 = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.fc2(torch.tanh(self.fc1(torch.flatten(x, 1))))
+TanhMLP = TinyMLP  # 3-4-2 with tanh and biases: smooth, so every Hessian entry is alive
 
 
 def tiny_problem(samples=8, seed=0):
