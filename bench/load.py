@@ -339,6 +339,9 @@ async def run_session(browser, url: str, session: Session, args, artifacts: Path
             key = "ArrowRight" if (session.index + round_index) % 2 == 0 else "ArrowLeft"
             for _ in range(args.moves):
                 async def press(slider=slider, key=key):
+                    # a click on the empty header first, as a user's click gives the window focus: in headless
+                    # Chromium a page opened by its URL and never clicked drops its first key press
+                    await page.mouse.click(640, 5)
                     await slider.focus()
                     await page.keyboard.press(key)
                 what = f"{link}: slider {key}"
