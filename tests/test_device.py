@@ -50,11 +50,16 @@ SKIPPED_FIELDS = ("seconds",)  # wall-clock time differs between any two runs
 
 
 def assert_same(expected, found, where="result"):
-    """Equal numbers, bit for bit, and every tensor on the device it had in the normal run."""
+    """Equal numbers, bit for bit (NaN where the normal run had NaN), and every tensor on the device
+    it had in the normal run; recursively through containers, dataclasses (``SKIPPED_FIELDS`` aside)
+    and models (their state dicts)."""
     if isinstance(expected, torch.Tensor):
         assert isinstance(found, torch.Tensor), where
         assert found.device == expected.device, f"{where}: on {found.device}, expected {expected.device}"
-        assert found.dtype == expected.dtype and torch.equal(found, expected), where
+        assert (found.dtype, found.shape) == (expected.dtype, expected.shape), where
+        assert torch.equal(torch.nan_to_num(found), torch.nan_to_num(expected)), where
+        if expected.is_floating_point():
+            assert torch.equal(found.isnan(), expected.isnan()), where
     elif isinstance(expected, np.ndarray):
         np.testing.assert_array_equal(found, expected, err_msg=where)
     elif isinstance(expected, nn.Module):

@@ -8,14 +8,10 @@ says which device it timed, and exports say they were written from the CPU. (The
 experiment's cache key is tested in tests/test_device.py.)
 """
 
-import dataclasses
 import io
-import math
 
-import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from pruning.analysis import attribution, landscape
 from pruning.analysis.attribution import class_reliance, input_attributions, removed_channels
@@ -70,6 +66,7 @@ from pruning.plots.recall import confusion_change_figure, display_pixels, flippe
 from pruning.selection import mask_from_scores
 from pruning.tensor_files import load_tensor_file, read_tensors, save_safetensors
 from pruning.train import TrainConfig
+from tests.test_device import assert_same
 from tests.test_landscape import TinyNet
 from tests.test_physical import make, masked_state, structured_mask
 
@@ -81,37 +78,6 @@ def on_meta(work, *args, **kwargs):
     """``work(*args, **kwargs)`` with meta as the default device (the models and data stay on the CPU)."""
     with torch.device("meta"):
         return work(*args, **kwargs)
-
-
-def assert_same(expected, got, where: str = "result") -> None:
-    """Exactly equal, recursively: tensors (device, dtype and values; NaN equals NaN), arrays,
-    numbers, containers, dataclasses, models (their state dicts)."""
-    if isinstance(expected, torch.Tensor):
-        assert isinstance(got, torch.Tensor), where
-        assert (got.device, got.dtype, got.shape) == (expected.device, expected.dtype, expected.shape), where
-        assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(expected)), where
-        if expected.is_floating_point():
-            assert torch.equal(got.isnan(), expected.isnan()), where
-    elif isinstance(expected, np.ndarray):
-        np.testing.assert_array_equal(got, expected, err_msg=where)
-    elif isinstance(expected, nn.Module):
-        assert_same(expected.state_dict(), got.state_dict(), where)
-    elif dataclasses.is_dataclass(expected) and not isinstance(expected, type):
-        assert type(got) is type(expected), where
-        for item in dataclasses.fields(expected):
-            assert_same(getattr(expected, item.name), getattr(got, item.name), f"{where}.{item.name}")
-    elif isinstance(expected, dict):
-        assert list(got) == list(expected), where
-        for key, value in expected.items():
-            assert_same(value, got[key], f"{where}[{key!r}]")
-    elif isinstance(expected, (list, tuple)):
-        assert type(got) is type(expected) and len(got) == len(expected), where
-        for index, (value, other) in enumerate(zip(expected, got)):
-            assert_same(value, other, f"{where}[{index}]")
-    elif isinstance(expected, float) and math.isnan(expected):
-        assert isinstance(got, float) and math.isnan(got), where
-    else:
-        assert got == expected, where
 
 
 def same_on_meta(work, *args, **kwargs):
