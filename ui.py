@@ -62,9 +62,9 @@ def experiment_sidebar() -> None:
                        + ", ".join(f"{key} {value}" for key, value in MODELS[model].recipe.items()) + ".")
         seed = st.number_input("Seed", min_value=0, max_value=10_000, value=0, step=1, key="seed", persist_state="session")
         device = device_choice()
-        with st.expander("Dense training"):
+        with st.expander("Dense training", key="dense_training_panel"):
             training = declared_widgets(TRAIN_PARAMS, prefix="", persist_state="session")
-        with st.expander("Bring your own weights"):
+        with st.expander("Bring your own weights", key="own_weights_panel"):
             weights_file = st.file_uploader(
                 "Trained state_dict of the chosen model (.pt or .safetensors)", type=["pt", "pth", "safetensors"],
                 key="weights_file",
@@ -113,7 +113,7 @@ def device_choice() -> str:
 
 def cache_panel() -> None:
     """The disk cache's size against its cap, and a button to empty it."""
-    with st.sidebar.expander("Cache"):
+    with st.sidebar.expander("Cache", key="cache_panel"):
         used = cache.usage()
         st.caption(f"{used.bytes / 2**20:.1f} MB in {used.files} files (cap {used.max_bytes / 2**20:.0f} MB, least "
                    f"recently used evicted first) in {used.folder}")

@@ -77,6 +77,22 @@ def wait_for_run(page, timeout_ms=180_000):
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms)
 
 
+def open_expander(container, label: str) -> None:
+    """Click an expander's header until it is open: a click that lands while the page redraws
+    can be lost, as it can for a user, who then clicks again (at most three clicks)."""
+    title = container.page.get_by_text(label, exact=True)
+    header = container.locator("[data-testid='stExpander'] summary").filter(has=title)
+    opened = container.locator("[data-testid='stExpander'] details[open]").filter(has=title)
+    for _ in range(3):
+        header.click()
+        try:
+            opened.wait_for(state="visible", timeout=5_000)
+            return
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: click again
+            continue
+    raise AssertionError(f"the {label!r} expander did not open after three clicks")
+
+
 def metric_value(page, label: str) -> str:
     card = page.locator("[data-testid='stMetric']", has_text=label).first
     return card.locator("[data-testid='stMetricValue']").inner_text()
@@ -151,7 +167,7 @@ def test_uploaded_weights_are_used_a_pickle_is_refused_and_the_cache_clears(serv
     wait_for_run(page)
     trained = metric_value(page, "Dense accuracy")
     sidebar = page.locator("[data-testid='stSidebar']")
-    sidebar.get_by_text("Bring your own weights").click()
+    open_expander(sidebar, "Bring your own weights")
     uploads = sidebar.locator("input[type='file']")
     uploads.first.set_input_files(str(tmp_path / "mine.pt"))
     page.wait_for_selector("text=Using the uploaded weights", timeout=120_000)
@@ -168,7 +184,8 @@ def test_uploaded_weights_are_used_a_pickle_is_refused_and_the_cache_clears(serv
     assert not marker.exists()
     assert page.locator("[data-testid='stException']").count() == 0
 
-    sidebar.get_by_text("Cache", exact=True).click()
+    wait_for_run(page)
+    open_expander(sidebar, "Cache")
     sidebar.get_by_role("button", name="Clear the cache").click()
     page.wait_for_selector("text=/Removed [1-9][0-9]* files/", timeout=60_000)
     wait_for_run(page)
