@@ -84,6 +84,7 @@ class Session:
     recent: list[tuple[float, str]] = field(default_factory=list)  # the last messages, for error reports
     sockets: int = 0  # websocket connections opened (more than one: the session reconnected)
     timer_fragments: set = field(default_factory=set)  # fragments the server reruns on a timer (a page polling a sweep)
+    server_ids: list[str] = field(default_factory=list)  # the server's session ids (one per websocket), for --trace
 
     def on_socket(self, socket) -> None:
         self.sockets += 1
@@ -113,6 +114,9 @@ class Session:
             self.note(kind if kind != "script_finished" else f"script_finished {message.script_finished}")
         if kind == "new_session":
             self.running = True
+            server_id = message.new_session.initialize.session_id
+            if server_id and server_id not in self.server_ids:
+                self.server_ids.append(server_id)
         elif kind == "session_status_changed":
             self.running = message.session_status_changed.script_is_running
         elif kind == "auto_rerun":
@@ -144,9 +148,10 @@ def pretrain(env: dict) -> float:
     return time.perf_counter() - started
 
 
-def start_server(env: dict, port: int, log: Path) -> subprocess.Popen:
+def start_server(env: dict, port: int, log: Path, trace: Path | None) -> subprocess.Popen:
+    launcher = [sys.executable, str(ROOT / "bench" / "run_trace.py"), str(trace)] if trace else [sys.executable, "-m", "streamlit"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+        [*launcher, "run", "app.py", "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
@@ -259,7 +264,8 @@ async def interact(page, session: Session, what: str, action, timeout: float, ar
         await action()
         await wait_idle(page, session, after, timeout)
     except Exception as error:  # a timeout or a vanished element: both are failures of this interaction
-        session.errors.append(f"{what}: {type(error).__name__}: {str(error).splitlines()[0]} "
+        session.errors.append(f"{what} (at {time.time() - (time.perf_counter() - started):.3f}): "
+                              f"{type(error).__name__}: {str(error).splitlines()[0]} "
                               f"[server messages since the action: {session.history(started)}]")
         await screenshot(page, artifacts / f"session{session.index}-error{len(session.errors)}.png")
         return False
@@ -456,7 +462,8 @@ def report(sessions: list[Session], tracebacks: list[str], args, wall: float, pr
     print(f"total errors: {errors} ({len(tracebacks)} server tracebacks); {checked} card sets checked against the engine")
     for session in sessions:
         for error in session.errors:
-            print(f"  session {session.index}: {error[:2000]}")
+            print(f"  session {session.index}" + (f" (server id {', '.join(session.server_ids)})" if args.trace else "")
+                  + f": {error[:2000]}")
     for block in tracebacks:
         print(block)
     external = sorted({item.split(": ", 1)[1] for session in sessions for item in session.external})
@@ -482,6 +489,8 @@ def main() -> int:
     parser.add_argument("--browser-nice", type=int, default=10, metavar="N",
                         help="run the browsers at nice N (0: the same priority as the server; see niced_browser)")
     parser.add_argument("--verbose", action="store_true", help="print every interaction with its time")
+    parser.add_argument("--trace", type=Path, default=None, metavar="FILE",
+                        help="serve through bench/run_trace.py: every session's rerun requests and runs go to FILE")
     parser.add_argument("--artifacts", type=Path, default=None, help="folder for screenshots of errors (default: the temp folder)")
     args = parser.parse_args()
     if not os.path.exists(CHROMIUM):
@@ -494,7 +503,7 @@ def main() -> int:
     pretrained = None if args.cold else pretrain(env)
     port = free_port()
     log = work / "server.log"
-    server = start_server(env, port, log)
+    server = start_server(env, port, log, args.trace)
     try:
         started = time.perf_counter()
         sessions = asyncio.run(drive(f"http://127.0.0.1:{port}/", args, artifacts))
