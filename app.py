@@ -8,9 +8,11 @@ import pandas  # noqa: F401  before any session runs: plotly uses pandas if it i
 import streamlit as st  # half-imported pandas (another session importing it) breaks its figures
 
 import compile_guard
+import rerun_order
 import ui
 
 compile_guard.install()  # before any page script is compiled: parsing is not thread-safe on CPython 3.11.0-3.11.7
+rerun_order.install()  # a run's last deltas reach the page even when a rerun request arrives as it ends
 
 # A bundled image: a ":material/...:" page icon is fetched from a font host, which fails offline (the
 # st.Page icons below are drawn with the font Streamlit bundles, so they need no network).

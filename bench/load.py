@@ -122,9 +122,13 @@ class Session:
         elif kind == "auto_rerun":
             self.timer_fragments.add(message.auto_rerun.fragment_id)
         elif kind == "script_finished":
-            if message.script_finished == ForwardMsg.FINISHED_EARLY_FOR_RERUN:
-                return  # stopped for a rerun that starts at once: under load its start can come seconds later
             ran = set(message.metadata.run.fragment_ids)
+            if message.script_finished == ForwardMsg.FINISHED_EARLY_FOR_RERUN and not (ran - self.timer_fragments):
+                # a full run stopped for a rerun that starts at once (under load its start can come seconds
+                # later), or a timer's run. A run of a widget's fragment that ended while another run started
+                # before its messages were sent also reads "early for rerun" (Streamlit's queue rewrites it);
+                # its output did arrive, so it counts below.
+                return
             if ran and ran <= self.timer_fragments:
                 self.running = False  # a timer's run (the page polls its background sweep), not the one an action asked for
                 return
