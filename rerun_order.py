@@ -41,23 +41,26 @@ def runner_has_stopped(session: AppSession) -> bool:
     return getattr(requests, "_state", None) == ScriptRequestType.STOP
 
 
+def deferring(immediate):
+    """``immediate`` (``AppSession.request_rerun``) deferred one event-loop turn behind a stopped runner."""
+
+    @functools.wraps(immediate)
+    def request_rerun(self, client_state):
+        loop = getattr(self, "_event_loop", None)
+        if loop is not None and runner_has_stopped(self):
+            loop.call_soon_threadsafe(immediate, self, client_state)
+            return
+        immediate(self, client_state)
+
+    request_rerun.immediate = immediate
+    return request_rerun
+
+
 def install() -> None:
     """Make ``AppSession.request_rerun`` wait one event-loop turn behind a stopped runner (idempotent)."""
     with _install_lock:
-        if is_installed():
-            return
-        immediate = AppSession.request_rerun
-
-        @functools.wraps(immediate)
-        def request_rerun(self, client_state):
-            loop = getattr(self, "_event_loop", None)
-            if loop is not None and runner_has_stopped(self):
-                loop.call_soon_threadsafe(immediate, self, client_state)
-                return
-            immediate(self, client_state)
-
-        request_rerun.immediate = immediate
-        AppSession.request_rerun = request_rerun
+        if not is_installed():
+            AppSession.request_rerun = deferring(AppSession.request_rerun)
 
 
 def is_installed() -> bool:

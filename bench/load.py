@@ -57,6 +57,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 QUIET_MS = 300
 SLIDER_LABEL = "Sparsity (fraction"
+SLIDER_PAGES = ("Prune", "Masks", "Recall", "Attributions", "Loss valley")  # pages whose settled view has that slider
 TITLES = {"About": "Pruning Explorer"}  # a page's h1 is its link's name unless listed here
 CHECKED_PAGES = ("Prune", "Masks", "Recall")  # pages whose cards show the default magnitude result
 CARDS = ("Sparsity achieved", "Pruned accuracy", "Compression", "Speedup (FLOPs)")
@@ -65,7 +66,10 @@ CARDS = ("Sparsity achieved", "Pruned accuracy", "Compression", "Speedup (FLOPs)
 STREAMLIT_PROBE = re.compile(r"^/[^/]+/_stcore/(health|host-config|allowed-message-origins)$")
 EXPECTED_ALERTS: tuple[str, ...] = ()  # regexes of st.error texts this flow may legitimately show: none
 
-NOT_RUNNING = "() => document.querySelector(\"[data-testid='stApp']\")?.getAttribute('data-test-script-state') === 'notRunning'"
+# the script is not running and no element still waits for its code to load (a lazily loaded widget draws a
+# skeleton meanwhile: with 16 browsers on 2 cores that can outlast the run)
+NOT_RUNNING = ("() => document.querySelector(\"[data-testid='stApp']\")?.getAttribute('data-test-script-state') === "
+               "'notRunning' && !document.querySelector(\"[data-testid='stSkeleton']\")")
 
 
 @dataclass
@@ -343,6 +347,9 @@ async def run_session(browser, url: str, session: Session, args, artifacts: Path
                 await record_cards(page, session, what, link)
             slider = page.locator("[data-testid='stMain'] [data-testid='stSlider']", has_text=SLIDER_LABEL)
             if await slider.count() == 0:
+                if link in SLIDER_PAGES:
+                    session.errors.append(f"{link}: the page settled without its sparsity slider")
+                    await screenshot(page, artifacts / f"session{session.index}-error{len(session.errors)}.png")
                 continue
             slider = slider.first.get_by_role("slider")
             # alternate directions between sessions and rounds so the value stays near the default
