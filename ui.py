@@ -22,6 +22,7 @@ from pruning.data import DATASETS, Dataset, DataUnavailableError
 from pruning.device import DEVICE_CHOICES, describe_device, resolve_device
 from pruning.errors import BadInputError
 from pruning.experiment import DenseModel, Experiment, is_cached, train_dense
+from pruning.fidelity import claims_for
 from pruning.methods.base import Method
 from pruning.models import MODELS, build_model
 from pruning.params import Param
@@ -522,6 +523,12 @@ def method_help(method: Method) -> None:
         if method.formula:
             st.latex(method.formula)
         st.caption(f"Reference: {method.reference}")
+        claims = claims_for(method.name)
+        if claims:
+            st.markdown("**Does it reproduce here?** The paper's claims with its authors' recipe, "
+                        "at this tool's scale (bench/FIDELITY.md):")
+            st.table([{"claim": claim.claim, "paper": claim.paper_figure, "here": claim.ours, "verdict": claim.verdict}
+                      for claim in claims])
 
 
 def schedule_controls() -> Schedule:
