@@ -34,7 +34,7 @@ from pruning.errors import BadInputError  # noqa: E402
 from pruning.experiment import Experiment  # noqa: E402
 from pruning.methods.dns import PAPER_RECIPE  # noqa: E402
 from pruning.report import result_json  # noqa: E402
-from pruning.runner import BACKENDS, check_backend, run_cells  # noqa: E402
+from pruning.runner import add_backend_arguments, check_backend, run_cells  # noqa: E402
 from pruning.schedules import OneShot  # noqa: E402
 
 TARGETS = {"mlp": 40.0, "lenet5": 60.0}  # compression within the tolerance, mnist-5k (issue 16)
@@ -115,9 +115,7 @@ def parse_args():
     parser.add_argument("--tolerance", type=float, default=1.0, help="accuracy points below dense allowed")
     parser.add_argument("--epochs", type=int, help="shorten the recipe (a reduced check)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "dns_crate.csv")
-    parser.add_argument("--backend", choices=BACKENDS, default="local", help="local (this machine) or ray")
-    parser.add_argument("--workers", type=int, help="local: N processes (default 1: this one)")
-    parser.add_argument("--address", help="ray: auto, HOST:PORT or ray://HOST:PORT (default RAY_ADDRESS, else local)")
+    add_backend_arguments(parser)
     args = parser.parse_args()
     try:
         args.backend = check_backend(args.backend, args.workers, args.address)

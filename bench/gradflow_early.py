@@ -81,7 +81,7 @@ from pruning.errors import BadInputError  # noqa: E402
 from pruning.experiment import Experiment  # noqa: E402
 from pruning.registry import get_method  # noqa: E402
 from pruning.report import result_json  # noqa: E402
-from pruning.runner import BACKENDS, check_backend, run_cells  # noqa: E402
+from pruning.runner import add_backend_arguments, check_backend, run_cells  # noqa: E402
 from pruning.schedules import GradFlow, gradflow_fraction  # noqa: E402
 from pruning.train import TrainConfig, TrainingDivergedError, evaluate, fit  # noqa: E402
 
@@ -283,9 +283,7 @@ def parse_args():
     parser.add_argument("--epochs", type=int, default=8, help="training epochs in all (rounds included)")
     parser.add_argument("--early-epochs", type=int, default=2, help="epochs after the last round that claim 1 averages")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "gradflow_early.csv")
-    parser.add_argument("--backend", choices=BACKENDS, default="local", help="local (this machine) or ray")
-    parser.add_argument("--workers", type=int, help="local: N processes (default 1: this one)")
-    parser.add_argument("--address", help="ray: auto, HOST:PORT or ray://HOST:PORT (default RAY_ADDRESS, else local)")
+    add_backend_arguments(parser)
     args = parser.parse_args()
     try:
         args.backend = check_backend(args.backend, args.workers, args.address)

@@ -79,7 +79,7 @@ from pruning.methods.base import PruneOutcome  # noqa: E402
 from pruning.methods.grda import LR_SCHEDULES, lr_scheduler  # noqa: E402
 from pruning.pipeline import PruneResult, measure, prune_model, run_prune  # noqa: E402
 from pruning.registry import get_method  # noqa: E402
-from pruning.runner import BACKENDS, check_backend, run_cells  # noqa: E402
+from pruning.runner import add_backend_arguments, check_backend, run_cells  # noqa: E402
 from pruning.schedules import OneShot  # noqa: E402
 from pruning.selection import layer_group_counts, mask_from_scores  # noqa: E402
 from pruning.train import TrainingHooks, evaluate, steps_per_epoch, train_epochs  # noqa: E402
@@ -200,9 +200,7 @@ def parse_args():
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="half-then-decay")
     parser.add_argument("--epochs", type=int, default=200, help="every run's epochs (SGD, gRDA, sDprun); at most 200")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "grda_barrier.csv")
-    parser.add_argument("--backend", choices=BACKENDS, default="local", help="local (this machine) or ray")
-    parser.add_argument("--workers", type=int, help="local: N processes for the gRDA/sDprun runs (default 1: this one)")
-    parser.add_argument("--address", help="ray: auto, HOST:PORT or ray://HOST:PORT (default RAY_ADDRESS, else local)")
+    add_backend_arguments(parser, " for the gRDA/sDprun runs")
     args = parser.parse_args()
     try:
         args.backend = check_backend(args.backend, args.workers, args.address)

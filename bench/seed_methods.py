@@ -32,7 +32,7 @@ from pruning.experiment import Experiment  # noqa: E402
 from pruning.methods.undecayed import levels_for  # noqa: E402
 from pruning.registry import get_method  # noqa: E402
 from pruning.report import result_json  # noqa: E402
-from pruning.runner import BACKENDS, Backend, check_backend, run_cells  # noqa: E402
+from pruning.runner import Backend, add_backend_arguments, check_backend, run_cells  # noqa: E402
 from pruning.schedules import Iterative, OneShot  # noqa: E402
 
 DNS_SETTINGS = {"c_rate": 2.5, "epochs": 30}
@@ -125,9 +125,7 @@ def main():
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent)
-    parser.add_argument("--backend", choices=BACKENDS, default="local", help="local (this machine) or ray")
-    parser.add_argument("--workers", type=int, help="local: N processes (default 1: this one)")
-    parser.add_argument("--address", help="ray: auto, HOST:PORT or ray://HOST:PORT (default RAY_ADDRESS, else local)")
+    add_backend_arguments(parser)
     args = parser.parse_args()
     try:
         backend = check_backend(args.backend, args.workers, args.address)

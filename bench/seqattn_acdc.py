@@ -32,7 +32,7 @@ from pruning.errors import BadInputError  # noqa: E402
 from pruning.experiment import Experiment  # noqa: E402
 from pruning.registry import get_method  # noqa: E402
 from pruning.report import result_json  # noqa: E402
-from pruning.runner import BACKENDS, check_backend, run_cells  # noqa: E402
+from pruning.runner import add_backend_arguments, check_backend, run_cells  # noqa: E402
 from pruning.schedules import OneShot  # noqa: E402
 
 ARMS = ("seqattn", "acdc control", "block magnitude")
@@ -77,9 +77,7 @@ def main():
     parser.add_argument("--sparsity", type=float, default=0.9, help="block ratio removed in every layer")
     parser.add_argument("--block-size", type=int, default=4)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "seqattn_acdc.csv")
-    parser.add_argument("--backend", choices=BACKENDS, default="local", help="local (this machine) or ray")
-    parser.add_argument("--workers", type=int, help="local: N processes (default 1: this one)")
-    parser.add_argument("--address", help="ray: auto, HOST:PORT or ray://HOST:PORT (default RAY_ADDRESS, else local)")
+    add_backend_arguments(parser)
     args = parser.parse_args()
     if args.cycles < 2:
         parser.error("--cycles must be at least 2: with one cycle dense and sparse phases never alternate")

@@ -84,6 +84,14 @@ def ray_installed() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
+def add_backend_arguments(parser, workers_do: str = "") -> None:
+    """A bench's ``--backend``, ``--workers`` and ``--address`` (``workers_do``: what the processes run);
+    :func:`check_backend` checks them."""
+    parser.add_argument("--backend", choices=BACKENDS, default="local", help="local (this machine) or ray")
+    parser.add_argument("--workers", type=int, help=f"local: N processes{workers_do} (default 1: this one)")
+    parser.add_argument("--address", help="ray: auto, HOST:PORT or ray://HOST:PORT (default RAY_ADDRESS, else local)")
+
+
 def check_backend(kind: str = "local", workers: int | None = None, address: str | None = None) -> Backend:
     """The backend asked for, checked before any work: a known kind, workers >= 1 for ``local``
     only, an address for ``ray`` only and well formed (auto, local, HOST:PORT, ray://HOST:PORT),
