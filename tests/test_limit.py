@@ -171,3 +171,21 @@ def test_smoothing_inside_g_moves_mass_off_zero_and_lowers_g():
     sharp = removable_fraction(3.0, Spectrum(nodes, weights, 0.0, 0.02))
     blurred = removable_fraction(3.0, Spectrum(grid, density, 0.0, 0.02))
     assert float(blurred) < float(sharp)
+
+
+def test_limit_page_paper_recipe_trains_the_l1_epochs_chosen(one_thread):
+    from tests.app_driver import start
+
+    at = start(model="mlp", epochs=1, dataset="digits")
+    at.switch_page("views/limit.py").run()
+    assert "limit.l1_epochs" not in [widget.key for widget in at.number_input]  # quick trains the experiment's epochs
+    at.radio(key="limit.preset").set_value("paper").run()
+    assert at.number_input(key="limit.l1_epochs").value == LimitSettings(preset="paper").l1_epochs
+    at.number_input(key="limit.l1_epochs").set_value(2).run()
+    at.slider(key="limit.lanczos_steps.paper").set_value(10).run()
+    at.number_input(key="limit.grid_step.paper").set_value(0.05).run()
+    at.button(key="limit.run").click().run()
+    assert not at.exception and not at.error
+    ((experiment, settings),) = at.session_state["limit_results"].keys()
+    assert (settings.preset, settings.l1_epochs, settings.hessian_samples) == ("paper", 2, 0)
+    assert at.session_state["limit_results"][(experiment, settings)].settings["l1_epochs"] == 2
