@@ -7,6 +7,7 @@ import share
 import ui
 from pruning.analysis.limit import LimitSettings, fundamental_limit, is_limit_cached
 from pruning.errors import BadInputError
+from pruning.methods.lomp import L1_EPOCHS_UI_MAX
 from pruning.plots.limit import limit_accuracy_figure, limit_crossing_figure, spectral_density_figure
 
 experiment = ui.current_experiment()
@@ -38,7 +39,7 @@ with controls:
                          help="LOMP's L1 term on the prunable weights; larger drives more weights to zero.")
     l1_epochs = defaults.l1_epochs
     if preset == "paper":
-        l1_epochs = st.number_input("L1 training epochs", 1, 5000, defaults.l1_epochs, step=50, key="limit.l1_epochs",
+        l1_epochs = st.number_input("L1 training epochs", 1, L1_EPOCHS_UI_MAX, defaults.l1_epochs, step=50, key="limit.l1_epochs",
                                     help="Epochs of the paper recipe's L1 training (the reference: 200 on full MNIST). On "
                                     "mnist-5k the L1 objective is still falling at 200; lenet5 needed 1,000 for the "
                                     "prediction to come within 5 points (bench/FIDELITY.md).")

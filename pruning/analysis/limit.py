@@ -50,7 +50,7 @@ from pruning.analysis.hessian import row_norms, spectral_quadrature, streamed_lo
 from pruning.cache import load_json_entry, save_json_entry
 from pruning.errors import BadInputError
 from pruning.experiment import Experiment, variant_path
-from pruning.methods.lomp import l1_recipe, l1_trained
+from pruning.methods.lomp import PAPER_L1_EPOCHS, l1_recipe, l1_trained
 from pruning.models import prunable_weight_names
 from pruning.selection import mask_from_scores
 from pruning.train import Progress, evaluate
@@ -77,7 +77,7 @@ class LimitSettings:
 
     preset: str = "quick"  # L1 training recipe (pruning.methods.lomp.l1_recipe); unset settings below take its values
     l1: float = 5e-5  # lambda of LOMP's L1 term (the same default as the lomp method)
-    l1_epochs: int = 200  # epochs of the paper recipe's L1 training (quick: the experiment's)
+    l1_epochs: int = PAPER_L1_EPOCHS  # epochs of the paper recipe's L1 training (quick: the experiment's)
     hessian_samples: int | None = None  # training samples of the Hessian (a seeded draw); 0 = the whole split; None: the preset's
     hessian_batch: int = 128  # chunk of the streamed Hessian products, and the batch whose loss std is eps
     lanczos_steps: int | None = None  # None: the preset's (quick 100, paper 128)
